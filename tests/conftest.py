@@ -1,0 +1,34 @@
+"""Shared test helpers: where the s390-tools vectors are."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _find_vectors() -> Path:
+    env = os.environ.get("SESIM_VECTORS")
+    if env:
+        return Path(env)
+    # The vectors live in ../shared beside the checkout (CI lays a copy there too).
+    for base in (REPO.parent / "shared", REPO.parent.parent / "shared"):
+        candidate = base / "vectors" / "s390-tools"
+        if candidate.is_dir():
+            return candidate
+    raise RuntimeError("s390-tools vectors not found; set SESIM_VECTORS to vectors/s390-tools")
+
+
+VECTORS = _find_vectors()
+ASSETS = VECTORS / "rust" / "pv" / "tests" / "assets"
+CERTS = ASSETS / "cert"
+KEYS = ASSETS / "keys"
+EXP = ASSETS / "exp"
+
+
+@pytest.fixture(name="vectors")
+def _vectors() -> Path:
+    return VECTORS

@@ -1,0 +1,1 @@
+"""Record, replay, analyse and draw traces."""
