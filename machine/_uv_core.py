@@ -1,0 +1,351 @@
+"""The ultravisor's decision logic: state, check order and dispatch.
+
+Theory of operation
+===================
+
+:class:`Ultravisor` is the firmware as plain, synchronous code (the sans-I/O
+style of h11): :meth:`Ultravisor.execute` takes who calls (:class:`Caller`)
+and a typed request and returns the typed response, changing the UV's state
+and the owner state of memory frames on the way. It never waits; the
+ultravisor *actor* in :mod:`actors` adds time, per-frame locks and busy
+answers around it.
+
+Every call passes the generic checks of ``uv-interface.md`` §1 in this order,
+before the command's own handler sees it:
+
+1. the command is known and allowed in the caller's context (else rc 0x0002);
+2. for host commands other than QUI and INIT_UV: the UV is initialised
+   (else rc 0x0003);
+3. the header length is the command's length (else rc 0x0005; QUI accepts
+   0xA8..0xFF and answers "more data" there);
+4. the command's handler: handles first (rc 0x0020 / 0x0021), then its own
+   checks in the order of §4.
+
+The privileged-operation, specification and UVCB-access program
+interruptions come before all of these; they belong to the instruction, so
+:meth:`Ultravisor.execute_uvcb` (the raw path that reads a UVCB from memory)
+raises them.
+
+Handlers live in ``_uv_*.py`` modules, one per family of commands, and
+register themselves in :data:`HANDLERS` with :func:`handles`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any, NoReturn, final
+
+from attrs import define, field, frozen
+
+from protocol import FormatError, SesimInternalError
+from protocol._uvc_codes import COMMAND_TABLE, Cc, Rc, UvcCommand, UvcContext
+from protocol._uvcb import RESPONSE_TYPES, UvcRequest, UvcResponse, parse_request
+from protocol._uvcb_base import UvcbHeader
+
+from ._cpu import SecureCpuState
+from ._drbg import Drbg
+from ._memory import PAGE_SIZE, Frame, FrameState
+from ._pgm import PgmCode, ProgramInterrupt
+from ._server import Server
+from ._uv_limits import UvLimits
+
+Handler = Callable[["Ultravisor", "Caller", Any], UvcResponse]
+HANDLERS: dict[UvcCommand, Handler] = {}
+
+
+def handles(command: UvcCommand) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of ``command``."""
+
+    def register(fn: Handler) -> Handler:
+        if command in HANDLERS:
+            raise SesimInternalError(f"two handlers for {command.name}")
+        HANDLERS[command] = fn
+        return fn
+
+    return register
+
+
+@frozen(kw_only=True)
+class Caller:
+    """Who issues a UVC: the host, or a secure guest's CPU (inside SIE)."""
+
+    context: UvcContext = UvcContext.HOST
+    config_handle: int = 0
+    cpu_handle: int = 0
+
+    @property
+    def is_guest(self) -> bool:
+        return self.context is UvcContext.GUEST
+
+
+HOST = Caller()
+
+
+class UvcFailed(Exception):
+    """Raised inside a handler to answer cc 1 with ``rc``/``rrc`` (never escapes :meth:`execute`)."""
+
+    def __init__(self, rc: int, rrc: int = 0) -> None:
+        self.rc = rc
+        self.rrc = rrc
+
+
+def fail(rc: int, rrc: int = 0) -> NoReturn:
+    """Stop the current handler with cc 1, rc, rrc."""
+    raise UvcFailed(rc, rrc)
+
+
+class NotificationIntercept(Exception):
+    """A guest UVC that the UV turns into notification intercept 108 (uv-semantics.md §4)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def ok(request: UvcRequest, **outputs: Any) -> UvcResponse:
+    """The cc 0 / rc 0x0001 response of ``request``, with its output fields."""
+    return RESPONSE_TYPES[request.COMMAND](cc=Cc.OK, rc=Rc.EXECUTED, rrc=0, **outputs)
+
+
+class ConfigPhase(enum.Enum):
+    """Where a secure configuration is in its life (uv-semantics.md §2.2)."""
+
+    CREATED = "created"  # CREATE_SEC_CONF done; SET_SEC_CONF_PARAMS next
+    UNPACKING = "unpacking"  # header accepted; UNPACK_IMG pages, then VERIFY_IMG
+    VERIFIED = "verified"  # VERIFY_IMG passed: the image may run
+    FAILED = "failed"  # VERIFY_IMG failed: it never runs
+
+
+@frozen(kw_only=True)
+class ExportRecord:
+    """What the UV keeps of an exported page: the tweak it used and the ciphertext digest."""
+
+    tweak: bytes
+    digest: bytes
+
+
+@define(kw_only=True, eq=False)
+class SecureConfig:
+    """A secure configuration, as only the ultravisor knows it."""
+
+    handle: int
+    asce: int
+    mso: int
+    msl: int
+    sca: int
+    base_origin: int
+    base_len: int
+    var_origin: int
+    var_len: int
+    export_key: bytes = field(repr=False)
+    export_alg: Any = field(default=None, repr=False)
+    cuid: bytes
+    phase: ConfigPhase = ConfigPhase.CREATED
+    opened: Any = field(default=None, repr=False)  # protocol OpenedSeHeader
+    digests: Any = field(default=None, repr=False)  # protocol PageDigests while unpacking
+    xts: Any = field(default=None, repr=False)
+    cpus: dict[int, int] = field(factory=dict)  # cpu number -> cpu handle
+    secure_frames: dict[int, int] = field(factory=dict)  # pfn -> gfn, for SECURE/SHARED*/EXPORTED frames
+    exports: dict[int, ExportRecord] = field(factory=dict)  # gfn -> last export
+    ever_secure: set[int] = field(factory=set)  # gfns that were secure once
+    dumping: bool = False
+    reset_prepared: bool = False
+    restart_psw: Any = None  # the PSW at absolute 0, read at PREPARE_RESET
+
+
+@final
+class Ultravisor:
+    """The firmware of one server.
+
+    Args:
+        server: the server whose memory and host key this UV owns. The host
+            key is taken out of the server's sealed slot here.
+        seed: the run's seed (handles, keys and tweaks come from it).
+        limits: what QUI reports and the UV enforces.
+    """
+
+    def __init__(self, server: Server, *, seed: int = 0, limits: UvLimits | None = None) -> None:
+        self.server = server
+        self.memory = server.memory
+        self.limits = limits or UvLimits()
+        self._host_key = server.host_key_slot.take()
+        self._drbg = Drbg(seed, f"uv:{server.name}")
+        self.initialized = False
+        self.base_storage: tuple[int, int] | None = None
+        self.configs: dict[int, SecureConfig] = {}
+        self.cpus: dict[int, SecureCpuState] = {}
+        # QUI shows, and the UV answers, only what this model implements.
+        self.host_installed = self.limits.host_commands() & HANDLERS.keys()
+        self.guest_installed = self.limits.guest_commands() & HANDLERS.keys()
+
+    # ------------------------------------------------------------ helpers
+    def new_handle(self) -> int:
+        """A fresh opaque 64-bit handle (never 0, never reused in a run)."""
+        while True:
+            handle = self._drbg.u64()
+            if handle and handle not in self.configs and handle not in self.cpus:
+                return handle
+
+    def random_bytes(self, n: int) -> bytes:
+        return self._drbg.bytes(n)
+
+    @property
+    def host_private_key(self) -> Any:
+        return self._host_key
+
+    def config(self, handle: int) -> SecureConfig:
+        """The configuration ``handle`` names, or rc 0x0020."""
+        conf = self.configs.get(handle)
+        if conf is None:
+            fail(Rc.INV_GHANDLE)
+        return conf
+
+    def cpu(self, handle: int) -> SecureCpuState:
+        """The secure CPU ``handle`` names, or rc 0x0021."""
+        cpu = self.cpus.get(handle)
+        if cpu is None:
+            fail(Rc.INV_CHANDLE)
+        return cpu
+
+    def donate(self, origin: int, length: int) -> None:
+        """Make ``[origin, origin+length)`` UV storage (host access → PGM 0x3d)."""
+        memory = self.memory
+        for addr in range(origin, origin + length, PAGE_SIZE):
+            frame = memory.frame(addr >> 12)
+            frame.fill(None)
+            memory.set_state(frame, FrameState.DONATED)
+
+    def reclaim(self, origin: int, length: int) -> None:
+        """Give donated storage back to the host, zeroed and readable."""
+        memory = self.memory
+        for addr in range(origin, origin + length, PAGE_SIZE):
+            frame = memory.peek(addr >> 12)
+            if frame is not None and frame.state is FrameState.DONATED:
+                frame.fill(None)
+                memory.set_state(frame, FrameState.HOST)
+
+    def storage_in_use(self, origin: int, length: int) -> bool:
+        """Whether any page of the range is already UV storage."""
+        memory = self.memory
+        return any(
+            memory.state_of(addr >> 12) is FrameState.DONATED for addr in range(origin, origin + length, PAGE_SIZE)
+        )
+
+    def frame_of_gaddr(self, conf: SecureConfig, gaddr: int) -> tuple[int, Frame]:
+        """(gfn, frame) behind guest address ``gaddr``; rc 0x010a if it is not mapped."""
+        space = self.server.address_spaces.get(conf.asce)
+        gfn = gaddr >> 12
+        pfn = None if space is None else space.pfn_of(gfn)
+        if pfn is None:
+            fail(0x010A)  # uv.c __make_folio_secure: -ENXIO, the host faults it in
+        return gfn, self.memory.frame(pfn)
+
+    def make_secure(self, conf: SecureConfig, gfn: int, frame: Frame) -> None:
+        conf.secure_frames[frame.pfn] = gfn
+        conf.ever_secure.add(gfn)
+        self.memory.set_state(frame, FrameState.SECURE, conf.handle)
+
+    def release_frame(self, frame: Frame, *, clear: bool) -> None:
+        """Drop the UV's claim on a frame: it becomes host memory again."""
+        conf = self.configs.get(frame.owner)
+        if conf is not None:
+            conf.secure_frames.pop(frame.pfn, None)
+        if clear:
+            frame.fill(None)
+        self.memory.set_state(frame, FrameState.HOST)
+
+    # ------------------------------------------------------------ the call
+    def execute(self, caller: Caller, request: UvcRequest) -> UvcResponse:
+        """Answer one UVC (uv-interface.md §1 check order, then the command's handler).
+
+        Raises:
+            NotificationIntercept: a guest UVC that the UV turns into intercept 108.
+        """
+        command = request.COMMAND
+        response_type = RESPONSE_TYPES[command]
+        issuer = UvcContext.GUEST if caller.is_guest else UvcContext.HOST
+        installed = self.guest_installed if caller.is_guest else self.host_installed
+        if command not in installed or not command.allowed_in(issuer):
+            return response_type(cc=Cc.ERROR, rc=Rc.INV_CMD, rrc=0)
+        if (
+            not caller.is_guest
+            and not self.initialized
+            and command not in (UvcCommand.QUI, UvcCommand.INIT_UV)
+        ):
+            return response_type(cc=Cc.ERROR, rc=Rc.INV_STATE, rrc=0)
+        if command is not UvcCommand.QUI and request.length != COMMAND_TABLE[command].uvcb_length:
+            return response_type(cc=Cc.ERROR, rc=Rc.INV_LEN, rrc=0)
+        try:
+            return HANDLERS[command](self, caller, request)
+        except UvcFailed as failed:
+            return response_type(cc=Cc.ERROR, rc=failed.rc, rrc=failed.rrc)
+
+    def execute_uvcb(self, caller: Caller, addr: int, *, problem_state: bool = False) -> int:
+        """Execute the UVC whose UVCB lies at host (or guest-mapped) ``addr``; return the cc.
+
+        rc, rrc and outputs are written back into memory as the firmware does.
+
+        Raises:
+            ProgramInterrupt: 0x02 in problem state; 0x11 if the UVCB cannot be read.
+            NotificationIntercept: see :meth:`execute`.
+        """
+        if problem_state:
+            raise ProgramInterrupt(PgmCode.PRIVILEGED_OPERATION)
+        memory = self.memory
+        if not memory.is_valid(addr, 8):
+            raise ProgramInterrupt(PgmCode.PAGE_TRANSLATION, addr)
+        header = UvcbHeader.parse(memory.raw_read(addr, 8))
+        try:
+            command = UvcCommand(header.cmd)
+        except ValueError:
+            command = None
+        span = max(8, COMMAND_TABLE[command].uvcb_length if command is not None else 8)
+        if command is UvcCommand.QUI:
+            span = max(8, min(header.len, COMMAND_TABLE[command].uvcb_length))
+        if not memory.is_valid(addr, span):
+            raise ProgramInterrupt(PgmCode.PAGE_TRANSLATION, addr)
+        block = memory.raw_read(addr, span)
+        if command is None:
+            memory.raw_write(addr + 4, Rc.INV_CMD.to_bytes(2, "big") + b"\0\0")
+            return Cc.ERROR
+        try:
+            request = parse_request(block)
+        except FormatError:
+            memory.raw_write(addr + 4, Rc.INV_LEN.to_bytes(2, "big") + b"\0\0")
+            return Cc.ERROR
+        response = self.execute(caller, request)
+        memory.raw_write(addr, response.write_back(block))
+        return response.cc
+
+    # ------------------------------------------------------------- resets
+    def host_reset(self) -> None:
+        """DIAG 308 subcode 1 on the host: every donation back, zeroed; UV uninitialised."""
+        memory = self.memory
+        for frame in list(memory.frames()):
+            if frame.state is not FrameState.HOST:
+                frame.fill(None)
+                memory.set_state(frame, FrameState.HOST)
+        self.configs.clear()
+        self.cpus.clear()
+        self.base_storage = None
+        self.initialized = False
+
+
+def _register_handlers() -> None:
+    # Importing the handler modules registers their commands.
+    from . import _uv_conf, _uv_cpu, _uv_image, _uv_storage  # noqa: F401
+
+
+__all__ = [
+    "HANDLERS",
+    "HOST",
+    "Caller",
+    "ConfigPhase",
+    "NotificationIntercept",
+    "SecureConfig",
+    "Ultravisor",
+    "fail",
+    "handles",
+    "ok",
+]

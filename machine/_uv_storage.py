@@ -1,0 +1,208 @@
+"""Secure storage: import, export, destroy, and shared pages.
+
+Frame transitions of uv-semantics.md §3.1:
+
+* CONV_TO_SEC_STOR (import, host, by guest address): a page that was never
+  secure is cleared; a page that was exported is checked against the digest
+  the UV kept at export and decrypted. A replayed older ciphertext, a
+  ciphertext moved to another guest address, or one from another
+  configuration does not match and the import fails (cc 1); the frame is
+  left as it was.
+* CONV_FROM_SEC_STOR (export, host, by host address): AES-256-XTS with the
+  configuration's own key and a fresh tweak per export, in place; the UV
+  keeps (tweak, SHA-512 of the ciphertext) for that guest page. Exporting a
+  page that is not secure is a no-op ("UV calls will become a no-op if the
+  folio is already exported", uv.c).
+* DESTR_SEC_STOR: clears a secure page and gives it to the host; on a page
+  that is not secure it answers rc 0x0107 rrc 0x000d (the legacy interface
+  that Linux treats as success, uv-interface.md §4).
+* SET/REMOVE_SHARED_ACCESS (guest), PIN/UNPIN_PAGE_SHARED (host),
+  SET_UNSHARE_ALL: §4.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from protocol._components import decrypt_page, encrypt_page, xts_algorithm
+from protocol._uvc_codes import DestrSecStorRc, DestrSecStorRrc, SharedAccessRc, UvcCommand
+from protocol._uvcb_base import UvcResponse
+
+from ._memory import PAGE_SIZE, Frame, FrameState
+from ._uv_core import Caller, ExportRecord, NotificationIntercept, SecureConfig, Ultravisor, fail, handles, ok
+
+RC_IMPORT_INTEGRITY = 0x0107
+"""Import of an exported page whose ciphertext does not match (sesim's choice; Linux maps any cc 1 to -EINVAL)."""
+RC_OWNED_ELSEWHERE = 0x0108
+"""Import of a frame that is secure for another configuration (sesim's choice)."""
+RC_NOT_SECURE = 0x0102
+"""Share/export-like call on a page that is not in the required state (sesim's choice)."""
+RC_NOT_SHARED = 0x0103
+"""PIN_PAGE_SHARED / UNPIN on a page that is not shared (sesim's choice)."""
+RC_DONATED = 0x0104
+"""The frame is UV storage, not guest memory (sesim's choice)."""
+
+_SHARED = (FrameState.SHARED, FrameState.SHARED_PINNED)
+
+
+def export_frame(uv: Ultravisor, conf: SecureConfig, frame: Frame) -> None:
+    """Encrypt a secure frame in place and remember how (CONV_FROM_SEC_STOR)."""
+    gfn = conf.secure_frames[frame.pfn]
+    tweak = uv.random_bytes(16)
+    cipher = encrypt_page(_key(conf), tweak, frame.read())
+    frame.fill(cipher)
+    conf.exports[gfn] = ExportRecord(tweak=tweak, digest=hashlib.sha512(cipher).digest())
+    uv.memory.set_state(frame, FrameState.EXPORTED, conf.handle)
+
+
+def import_frame(uv: Ultravisor, conf: SecureConfig, gfn: int, frame: Frame) -> None:
+    """Make ``frame`` the secure page ``gfn`` of ``conf`` (CONV_TO_SEC_STOR); rc on failure."""
+    state = frame.state
+    if state is FrameState.DONATED:
+        fail(RC_DONATED)
+    if state is not FrameState.HOST and frame.owner != conf.handle:
+        fail(RC_OWNED_ELSEWHERE)
+    if state is FrameState.SECURE or state in _SHARED:
+        if conf.secure_frames.get(frame.pfn) != gfn:
+            fail(RC_OWNED_ELSEWHERE)
+        return  # already secure for this page: nothing to do
+    record = conf.exports.get(gfn)
+    if record is None:
+        # First use, or secure once and destroyed since: the page reads as zeros.
+        frame.fill(None)
+    else:
+        cipher = frame.read()
+        if hashlib.sha512(cipher).digest() != record.digest:
+            fail(RC_IMPORT_INTEGRITY)
+        frame.fill(decrypt_page(_key(conf), record.tweak, cipher))
+        del conf.exports[gfn]
+    if state is FrameState.EXPORTED:
+        conf.secure_frames.pop(frame.pfn, None)
+    uv.make_secure(conf, gfn, frame)
+
+
+def _key(conf: SecureConfig) -> object:
+    if conf.export_alg is None:
+        conf.export_alg = xts_algorithm(conf.export_key)
+    return conf.export_alg
+
+
+@handles(UvcCommand.CONV_TO_SEC_STOR)
+def _import(uv: Ultravisor, caller: Caller, request: object) -> UvcResponse:
+    conf = uv.config(request.guest_handle)  # type: ignore[attr-defined]
+    gaddr: int = request.gaddr  # type: ignore[attr-defined]
+    if gaddr >= conf.msl:
+        fail(SharedAccessRc.ADDR_OUTSIDE_MEMORY)
+    gfn, frame = uv.frame_of_gaddr(conf, gaddr)
+    import_frame(uv, conf, gfn, frame)
+    return ok(request)  # type: ignore[arg-type]
+
+
+@handles(UvcCommand.CONV_FROM_SEC_STOR)
+def _export(uv: Ultravisor, caller: Caller, request: object) -> UvcResponse:
+    paddr: int = request.paddr  # type: ignore[attr-defined]
+    if not uv.memory.contains(paddr, PAGE_SIZE):
+        fail(0x0101)
+    frame = uv.memory.frame(paddr >> 12)
+    if frame.state is FrameState.DONATED:
+        fail(RC_DONATED)
+    if frame.state is not FrameState.SECURE:
+        return ok(request)  # type: ignore[arg-type]  # already accessible: a no-op
+    conf = uv.configs.get(frame.owner)
+    if conf is None:
+        # Secure for a configuration that is gone (after DESTROY_SEC_CONF_FAST): nothing
+        # to keep, so the page is cleared and handed back.
+        uv.release_frame(frame, clear=True)
+        return ok(request)  # type: ignore[arg-type]
+    export_frame(uv, conf, frame)
+    return ok(request)  # type: ignore[arg-type]
+
+
+@handles(UvcCommand.DESTR_SEC_STOR)
+def _destroy_page(uv: Ultravisor, caller: Caller, request: object) -> UvcResponse:
+    paddr: int = request.paddr  # type: ignore[attr-defined]
+    if not uv.memory.contains(paddr, PAGE_SIZE):
+        fail(0x0101)
+    frame = uv.memory.frame(paddr >> 12)
+    if frame.state is FrameState.DONATED:
+        fail(RC_DONATED)
+    if frame.state not in (FrameState.SECURE, *_SHARED):
+        fail(DestrSecStorRc.NOT_SECURE, DestrSecStorRrc.NOT_SECURE)
+    conf = uv.configs.get(frame.owner)
+    if conf is not None and conf.cpus:
+        fail(RC_NOT_SECURE)  # only a configuration without CPUs may lose pages (uv-semantics.md §3.6)
+    if conf is not None:
+        conf.exports.pop(conf.secure_frames.get(frame.pfn, -1), None)
+    uv.release_frame(frame, clear=True)
+    return ok(request)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------- shared pages
+def _guest_frame(uv: Ultravisor, caller: Caller, gaddr: int) -> tuple[SecureConfig, int, Frame]:
+    conf = uv.config(caller.config_handle)
+    if gaddr >= conf.msl:
+        fail(SharedAccessRc.ADDR_OUTSIDE_MEMORY)
+    gfn, frame = uv.frame_of_gaddr(conf, gaddr)
+    return conf, gfn, frame
+
+
+@handles(UvcCommand.SET_SHARED_ACCESS)
+def _set_shared(uv: Ultravisor, caller: Caller, request: object) -> UvcResponse:
+    conf, gfn, frame = _guest_frame(uv, caller, request.paddr)  # type: ignore[attr-defined]
+    if frame.state in _SHARED and frame.owner == conf.handle:
+        return ok(request)  # type: ignore[arg-type]
+    if frame.state is not FrameState.SECURE or frame.owner != conf.handle:
+        fail(RC_NOT_SECURE)
+    uv.memory.set_state(frame, FrameState.SHARED, conf.handle)
+    return ok(request)  # type: ignore[arg-type]
+
+
+@handles(UvcCommand.REMOVE_SHARED_ACCESS)
+def _remove_shared(uv: Ultravisor, caller: Caller, request: object) -> UvcResponse:
+    conf, gfn, frame = _guest_frame(uv, caller, request.paddr)  # type: ignore[attr-defined]
+    if frame.owner != conf.handle:
+        fail(RC_NOT_SHARED)
+    if frame.state is FrameState.SHARED_PINNED:
+        raise NotificationIntercept("remove-shared on a pinned page")
+    if frame.state is FrameState.SHARED:
+        uv.memory.set_state(frame, FrameState.SECURE, conf.handle)
+    elif frame.state is not FrameState.SECURE:
+        fail(RC_NOT_SHARED)
+    return ok(request)  # type: ignore[arg-type]
+
+
+@handles(UvcCommand.PIN_PAGE_SHARED)
+def _pin_shared(uv: Ultravisor, caller: Caller, request: object) -> UvcResponse:
+    paddr: int = request.paddr  # type: ignore[attr-defined]
+    if not uv.memory.contains(paddr, PAGE_SIZE):
+        fail(0x0101)
+    frame = uv.memory.frame(paddr >> 12)
+    if frame.state is FrameState.SHARED_PINNED:
+        return ok(request)  # type: ignore[arg-type]
+    if frame.state is not FrameState.SHARED:
+        fail(RC_NOT_SHARED)
+    uv.memory.set_state(frame, FrameState.SHARED_PINNED, frame.owner)
+    return ok(request)  # type: ignore[arg-type]
+
+
+@handles(UvcCommand.UNPIN_PAGE_SHARED)
+def _unpin_shared(uv: Ultravisor, caller: Caller, request: object) -> UvcResponse:
+    conf = uv.config(request.guest_handle)  # type: ignore[attr-defined]
+    gaddr: int = request.gaddr  # type: ignore[attr-defined]
+    if gaddr >= conf.msl:
+        fail(SharedAccessRc.ADDR_OUTSIDE_MEMORY)
+    gfn, frame = uv.frame_of_gaddr(conf, gaddr)
+    if frame.owner != conf.handle or frame.state not in _SHARED:
+        fail(RC_NOT_SHARED)
+    uv.memory.set_state(frame, FrameState.SHARED, conf.handle)
+    return ok(request)  # type: ignore[arg-type]
+
+
+@handles(UvcCommand.SET_UNSHARE_ALL)
+def _unshare_all(uv: Ultravisor, caller: Caller, request: object) -> UvcResponse:
+    conf = uv.config(request.handle)  # type: ignore[attr-defined]
+    for pfn in list(conf.secure_frames):
+        frame = uv.memory.frame(pfn)
+        if frame.state in _SHARED and frame.owner == conf.handle:
+            uv.memory.set_state(frame, FrameState.SECURE, conf.handle)
+    return ok(request)  # type: ignore[arg-type]
