@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
+_U64_MAX = (1 << 64) - 1
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -32,5 +33,8 @@ def to_jsonable(obj: Any) -> Any:
             raise TypeError(f"cannot put {cls.__name__} in a trace")
     out = {"type": cls.__name__}
     for name in names:
-        out[name] = getattr(obj, name)
+        value = getattr(obj, name)
+        if value.__class__ is int and value > _U64_MAX:
+            value = hex(value)  # JSON numbers stop at 64 bits (QUI's 256-bit bitmap)
+        out[name] = value
     return out

@@ -1,0 +1,64 @@
+"""Wiring one server's actors together: LPAR, ultravisor, hypervisor, vCPUs, guests."""
+
+from __future__ import annotations
+
+from typing import Any, final
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from machine import Server, Ultravisor, UvLimits
+from machine._alloc import FrameAllocator
+
+from ._fabric import Fabric
+from ._guest import GuestActor
+from ._hypervisor import HypervisorActor
+from ._lpar import LparActor
+from ._ultravisor import UltravisorActor
+from ._vcpu import VcpuActor
+from ._vm import VmSpec
+
+PAGE = 4096
+FIRST_FREE_PFN = 16  # frames below 64 KiB stay with the host kernel (lowcore and friends)
+
+
+@final
+class System:
+    """The actors of one simulated server, ready for ``fabric.run()``."""
+
+    def __init__(
+        self,
+        fabric: Fabric,
+        *,
+        server_name: str,
+        memory: int,
+        cpus: int,
+        host_key: ec.EllipticCurvePrivateKey,
+        guests: list[VmSpec],
+        seed: int,
+        limits: UvLimits | None = None,
+    ) -> None:
+        self.fabric = fabric
+        self.server = Server(server_name, memory, cpus, host_key)
+        self.uv = Ultravisor(self.server, seed=seed, limits=limits)
+        self.allocator = FrameAllocator(FIRST_FREE_PFN, memory // PAGE)
+        self.uv_actor = UltravisorActor(fabric, "uv", self.uv)
+        self.hypervisor = HypervisorActor(
+            fabric,
+            "kvm",
+            self.server,
+            self.allocator,
+            self.uv_actor,
+            guests,
+            make_vcpu=lambda hv, vm, num: VcpuActor(fabric, f"{vm.name}.cpu{num}", hv, vm, num),
+            make_guest=lambda hv, vm: GuestActor(fabric, f"{vm.name}.os", vm),
+        )
+        self.lpar = LparActor(fabric, "lpar", self.uv_actor, self.hypervisor, self.allocator)
+        self.server.memory.on_transition = self._frame_event
+
+    def _frame_event(self, pfn: int, old: Any, new: Any, owner: int) -> None:
+        self.fabric.record("machine", "frame", {"pfn": pfn, "from": old.value, "to": new.value, "owner": owner})
+
+    @property
+    def vms(self) -> list[Any]:
+        kvm = self.hypervisor.kvm
+        return [] if kvm is None else kvm.vms
