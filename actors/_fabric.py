@@ -244,7 +244,9 @@ class Fabric:
         self._nursery: trio.Nursery | None = None
         self._driver: trio.lowlevel.Task | None = None
         self._outcome: BaseException | None = None
+        self._done = False
         self._started = False
+        self._last_choice_count = 0
 
     # ------------------------------------------------------------- building
     def _register(self, actor: Actor) -> None:
@@ -307,7 +309,8 @@ class Fabric:
             while any(actor._task is None for actor in self.actors):
                 await trio.lowlevel.checkpoint()
             self._hand_over(None)
-            await trio.lowlevel.wait_task_rescheduled(_ABORT)
+            if not self._done:
+                await trio.lowlevel.wait_task_rescheduled(_ABORT)
             nursery.cancel_scope.cancel()
 
     def _crash(self, actor: Actor, exc: BaseException) -> None:
@@ -315,8 +318,10 @@ class Fabric:
 
     def _finish(self, outcome: BaseException | None) -> None:
         self._outcome = outcome
+        self._done = True
         assert self._driver is not None
-        trio.lowlevel.reschedule(self._driver)
+        if trio.lowlevel.current_task() is not self._driver:
+            trio.lowlevel.reschedule(self._driver)
 
     def _make_ready(self, actor: Actor) -> None:
         if not actor._is_ready:
@@ -362,8 +367,8 @@ class Fabric:
             return None
         if not ready:  # timers fired but woke nobody (e.g. a message to a finished actor)
             return self._pick()
-        count = len(ready)
-        index = 0 if count == 1 else self.strategy.pick(ready, self.step)
+        count = self._last_choice_count = len(ready)
+        index = 0 if count == 1 else self.strategy.pick(ready, self.step + 1)
         actor = ready[index]
         ready[index] = ready[-1]
         ready.pop()
@@ -387,10 +392,10 @@ class Fabric:
 
     def _next(self) -> Actor | None:
         """Choose the next actor to run, count the step and record it; None when quiescent."""
-        count = len(self._ready)
         actor = self._pick()
         if actor is None:
             return None
+        count = self._last_choice_count
         self.step += 1
         if self.max_steps is not None and self.step > self.max_steps:
             raise RunLimitReached(f"step limit {self.max_steps} reached at virtual time {self.now} ns")

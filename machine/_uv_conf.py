@@ -47,7 +47,7 @@ def qui_response(uv: Ultravisor, caller: Caller, length: int) -> QuiResponse:
         rc=Rc.EXECUTED,
         rrc=0,
         length=max(length, QUI_LENGTH),
-        inst_calls_list=inst_calls_list_of(commands),
+        inst_calls_list=inst_calls_list_of(c for c in commands if c.qui_bit is not None),
         uv_base_stor_len=limits.uv_base_stor_len,
         conf_base_phys_stor_len=limits.conf_base_phys_stor_len,
         conf_base_virt_stor_len=limits.conf_base_virt_stor_len,
