@@ -1,0 +1,18 @@
+"""The image benchmark runs end to end (no timing assertion)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_image_bench_quick_prints_a_ratio_line() -> None:
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "image.py"), "--quick"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"^ratio create/bare: \d+\.\d+ \(target >= 0\.7\)$", run.stdout, re.M)
