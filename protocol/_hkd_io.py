@@ -34,6 +34,15 @@ _CERT_LABELS = frozenset({"CERTIFICATE", "X509 CERTIFICATE"})
 _CRL_LABELS = frozenset({"X509 CRL"})
 _BEGIN = re.compile(rb"-----BEGIN ([^-\r\n]*)-----")
 _MAX_FILE = 16 * 1024 * 1024
+_PARSE_ERRORS = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+"""What ``cryptography`` raises for a malformed certificate or CRL, at load or lazily."""
 
 
 @frozen(kw_only=True)
@@ -111,20 +120,21 @@ def _checked_cert(cert: x509.Certificate, source: str) -> x509.Certificate:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
             cert.public_key()
-            _ = cert.extensions
+            _ = cert.extensions, cert.serial_number
+        _ = cert.subject, cert.issuer, cert.version
         _ = cert.not_valid_before_utc, cert.not_valid_after_utc
-    except (ValueError, UnsupportedAlgorithm, TypeError) as exc:
+    except _PARSE_ERRORS as exc:
         raise FormatError(f"{source}: malformed certificate: {exc}") from None
     return cert
 
 
 def _checked_crl(crl: x509.CertificateRevocationList, source: str) -> x509.CertificateRevocationList:
     try:
-        _ = crl.extensions
+        _ = crl.extensions, crl.issuer
         _ = crl.last_update_utc, crl.next_update_utc
         for revoked in crl:
-            _ = revoked.serial_number
-    except (ValueError, UnsupportedAlgorithm, TypeError) as exc:
+            _ = revoked.serial_number, revoked.extensions
+    except _PARSE_ERRORS as exc:
         raise FormatError(f"{source}: malformed CRL: {exc}") from None
     return crl
 
@@ -145,7 +155,7 @@ def read_certificates(data: bytes, source: str) -> list[SourcedCert]:
     if _looks_like_der(data):
         try:
             cert = _quietly(x509.load_der_x509_certificate, data)
-        except ValueError:
+        except _PARSE_ERRORS:
             pass
         else:
             return [SourcedCert(cert=_checked_cert(cert, source), source=source)]
@@ -155,7 +165,7 @@ def read_certificates(data: bytes, source: str) -> list[SourcedCert]:
             continue
         try:
             cert = _quietly(x509.load_der_x509_certificate, der)
-        except ValueError as exc:
+        except _PARSE_ERRORS as exc:
             raise FormatError(f"{source}: malformed certificate: {exc}") from None
         certs.append(SourcedCert(cert=_checked_cert(cert, source), source=source))
     return certs
@@ -170,7 +180,7 @@ def read_crls(data: bytes, source: str) -> list[SourcedCrl]:
     if _looks_like_der(data):
         try:
             crl = _quietly(x509.load_der_x509_crl, data)
-        except ValueError:
+        except _PARSE_ERRORS:
             pass
         else:
             return [SourcedCrl(crl=_checked_crl(crl, source), source=source)]
@@ -180,7 +190,7 @@ def read_crls(data: bytes, source: str) -> list[SourcedCrl]:
             continue
         try:
             crl = _quietly(x509.load_der_x509_crl, der)
-        except ValueError as exc:
+        except _PARSE_ERRORS as exc:
             raise FormatError(f"{source}: malformed CRL: {exc}") from None
         crls.append(SourcedCrl(crl=_checked_crl(crl, source), source=source))
     return crls

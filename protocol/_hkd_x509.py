@@ -176,7 +176,10 @@ def likely_issued(issuer: x509.Certificate, subject: x509.Certificate) -> bool:
     if not akid_matches(authority_key_id(subject), issuer):
         return False
     key = issuer.public_key()
-    params = subject.signature_algorithm_parameters
+    try:
+        params = subject.signature_algorithm_parameters
+    except (UnsupportedAlgorithm, ValueError):
+        return False  # an unknown signature algorithm fits no key (check_sig_alg_match)
     if isinstance(key, rsa.RSAPublicKey):
         return isinstance(params, (padding.PKCS1v15, padding.PSS))
     if isinstance(key, ec.EllipticCurvePublicKey):

@@ -33,63 +33,28 @@ from pathlib import Path
 from attrs import frozen
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ._errors import FormatError, UsageError
 from ._hkd import CertificateOptions
+from ._pki_x509 import (
+    CA_KEY_BITS,
+    IBM_KEY_BITS,
+    IBM_SIGNING_SUBJECT,
+    ca_extensions,
+    ca_subject,
+    issue_certificate,
+    issue_crl,
+    issue_host_document,
+    pem,
+    pem_private_key,
+    signing_key_extensions,
+)
 
-CA_KEY_BITS = 3072
-IBM_KEY_BITS = 4096
 DEFAULT_DAYS = 365
 _BACKDATE = timedelta(days=1)
 _RESERVED = frozenset({"root_ca", "inter_ca", "ibm"})
 _HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-IBM_SIGNING_SUBJECT = x509.Name(
-    [
-        x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
-        x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "New York"),
-        x509.NameAttribute(NameOID.LOCALITY_NAME, "Poughkeepsie"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "International Business Machines Corporation"),
-        x509.NameAttribute(NameOID.COMMON_NAME, "International Business Machines Corporation"),
-        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "IBM Z Host Key Signing Service"),
-    ]
-)
-"""The subject pvimg accepts as the IBM Z signing key (se-format.md §3)."""
-
-
-def _ca_subject(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sesim test PKI"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-def _host_subject(name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
-            x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "New York"),
-            x509.NameAttribute(NameOID.LOCALITY_NAME, "Poughkeepsie"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "International Business Machines Corporation"),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "IBM Z Host Key"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"sesim simulated host {name}"),
-        ]
-    )
-
-
-def _usage(**allowed: bool) -> x509.KeyUsage:
-    flags = dict.fromkeys(
-        ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
-         "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only"),
-        False,
-    )
-    flags.update(allowed)
-    return x509.KeyUsage(**flags)
 
 
 @frozen(kw_only=True)
@@ -182,97 +147,6 @@ def _write(path: Path, data: bytes, *, private: bool, force: bool) -> None:
         file.write(data)
 
 
-def _pem_key(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _pem(obj: x509.Certificate | x509.CertificateRevocationList) -> bytes:
-    return obj.public_bytes(serialization.Encoding.PEM)
-
-
-def _certificate(
-    *,
-    subject: x509.Name,
-    public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
-    issuer: x509.Certificate | None,
-    issuer_key: rsa.RSAPrivateKey,
-    not_before: datetime,
-    not_after: datetime,
-    crl_uri: str | None,
-    extensions: Sequence[tuple[x509.ExtensionType, bool]],
-    hash_algorithm: hashes.HashAlgorithm,
-) -> x509.Certificate:
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject if issuer is None else issuer.subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
-        )
-    )
-    if crl_uri is not None:
-        point = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_uri)], None, None, None)
-        builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
-    for value, critical in extensions:
-        builder = builder.add_extension(value, critical=critical)
-    return builder.sign(issuer_key, hash_algorithm)
-
-
-def _ca_extensions() -> list[tuple[x509.ExtensionType, bool]]:
-    return [
-        (x509.BasicConstraints(ca=True, path_length=None), True),
-        (_usage(key_cert_sign=True, crl_sign=True), True),
-    ]
-
-
-def _crl(
-    issuer: x509.Certificate,
-    issuer_key: rsa.RSAPrivateKey,
-    revoked: Sequence[int],
-    last_update: datetime,
-    next_update: datetime,
-) -> x509.CertificateRevocationList:
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(issuer.subject)
-        .last_update(last_update)
-        .next_update(next_update)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
-        )
-        .add_extension(x509.CRLNumber(1), critical=False)
-    )
-    for serial in revoked:
-        entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(last_update).build()
-        builder = builder.add_revoked_certificate(entry)
-    return builder.sign(issuer_key, hashes.SHA512())
-
-
-def _host_certificate(
-    name: str, ibm: x509.Certificate, ibm_key: rsa.RSAPrivateKey, not_before: datetime, not_after: datetime
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    host_key = ec.generate_private_key(ec.SECP521R1())
-    cert = _certificate(
-        subject=_host_subject(name),
-        public_key=host_key.public_key(),
-        issuer=ibm,
-        issuer_key=ibm_key,
-        not_before=not_before,
-        not_after=not_after,
-        crl_uri="ibm.crl",
-        extensions=[(_usage(key_agreement=True), True)],
-        hash_algorithm=hashes.SHA512(),
-    )
-    return cert, host_key
-
-
 def _window(now: datetime, days: int) -> tuple[datetime, datetime]:
     if days < 1:
         raise UsageError(f"validity must be at least 1 day, got {days}")
@@ -324,45 +198,41 @@ def create_test_pki(
     start, end = _window(now, days)
 
     root_key = rsa.generate_private_key(public_exponent=65537, key_size=CA_KEY_BITS)
-    root_cert = _certificate(
-        subject=_ca_subject("sesim Test Root CA"), public_key=root_key.public_key(), issuer=None,
+    root_cert = issue_certificate(
+        subject=ca_subject("sesim Test Root CA"), public_key=root_key.public_key(), issuer=None,
         issuer_key=root_key, not_before=start, not_after=end, crl_uri=None,
-        extensions=_ca_extensions(), hash_algorithm=hashes.SHA512(),
+        extensions=ca_extensions(), hash_algorithm=hashes.SHA512(),
     )
     inter_key = rsa.generate_private_key(public_exponent=65537, key_size=CA_KEY_BITS)
-    inter_cert = _certificate(
-        subject=_ca_subject("sesim Test Intermediate CA"), public_key=inter_key.public_key(),
+    inter_cert = issue_certificate(
+        subject=ca_subject("sesim Test Intermediate CA"), public_key=inter_key.public_key(),
         issuer=root_cert, issuer_key=root_key, not_before=start, not_after=end, crl_uri="root_ca.crl",
-        extensions=_ca_extensions(), hash_algorithm=hashes.SHA512(),
+        extensions=ca_extensions(), hash_algorithm=hashes.SHA512(),
     )
     ibm_key = rsa.generate_private_key(public_exponent=65537, key_size=IBM_KEY_BITS)
-    ibm_cert = _certificate(
+    ibm_cert = issue_certificate(
         subject=IBM_SIGNING_SUBJECT, public_key=ibm_key.public_key(), issuer=inter_cert,
         issuer_key=inter_key, not_before=start, not_after=end, crl_uri="inter_ca.crl",
-        extensions=[
-            (x509.BasicConstraints(ca=False, path_length=None), True),
-            (_usage(digital_signature=True), True),
-            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), False),
-        ],
+        extensions=signing_key_extensions(),
         hash_algorithm=hashes.SHA512(),
     )
-    hosts_made = {h.name: _host_certificate(h.name, ibm_cert, ibm_key, start, end) for h in host_files}
+    hosts_made = {h.name: issue_host_document(h.name, ibm_cert, ibm_key, start, end) for h in host_files}
     revoked_serials = [hosts_made[name][0].serial_number for name in revoked]
 
     outputs: list[tuple[Path, bytes, bool]] = [
-        (root_crt, _pem(root_cert), False),
-        (root_key_path, _pem_key(root_key), True),
-        (root_crl, _pem(_crl(root_cert, root_key, [], start, end)), False),
-        (inter_crt, _pem(inter_cert), False),
-        (inter_key_path, _pem_key(inter_key), True),
-        (inter_crl, _pem(_crl(inter_cert, inter_key, [], start, end)), False),
-        (ibm_crt, _pem(ibm_cert), False),
-        (ibm_key_path, _pem_key(ibm_key), True),
-        (ibm_crl, _pem(_crl(ibm_cert, ibm_key, revoked_serials, start, end)), False),
+        (root_crt, pem(root_cert), False),
+        (root_key_path, pem_private_key(root_key), True),
+        (root_crl, pem(issue_crl(root_cert, root_key, [], start, end)), False),
+        (inter_crt, pem(inter_cert), False),
+        (inter_key_path, pem_private_key(inter_key), True),
+        (inter_crl, pem(issue_crl(inter_cert, inter_key, [], start, end)), False),
+        (ibm_crt, pem(ibm_cert), False),
+        (ibm_key_path, pem_private_key(ibm_key), True),
+        (ibm_crl, pem(issue_crl(ibm_cert, ibm_key, revoked_serials, start, end)), False),
     ]
     for host in host_files:
         cert, key = hosts_made[host.name]
-        outputs += [(host.crt, _pem(cert), False), (host.key, _pem_key(key), True)]
+        outputs += [(host.crt, pem(cert), False), (host.key, pem_private_key(key), True)]
     root.mkdir(parents=True, exist_ok=True)
     for path, data, private in outputs:
         _write(path, data, private=private, force=force)
@@ -389,9 +259,9 @@ def add_test_host(
     _refuse_overwrite([host.crt, host.key], force)
     ibm_cert, ibm_key = _load_signing_pair(root)
     start, end = _window(now, days)
-    cert, key = _host_certificate(name, ibm_cert, ibm_key, start, end)
-    _write(host.crt, _pem(cert), private=False, force=force)
-    _write(host.key, _pem_key(key), private=True, force=force)
+    cert, key = issue_host_document(name, ibm_cert, ibm_key, start, end)
+    _write(host.crt, pem(cert), private=False, force=force)
+    _write(host.key, pem_private_key(key), private=True, force=force)
     return host
 
 

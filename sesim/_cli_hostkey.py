@@ -81,8 +81,8 @@ def pki_command(
 ) -> None:
     """Create a whole test PKI in DIRECTORY: CAs, IBM Z signing key, HKDs and host keys.
 
-    The files let ``sesim image create`` verify host-key documents exactly as
-    pvimg does, without real IBM certificates; each ``NAME.key`` is the private
+    The files let 'sesim image create' verify host-key documents exactly as
+    pvimg does, without real IBM certificates; each NAME.key is the private
     host key a simulated server boots with.
     """
     names = hosts or ("host",)

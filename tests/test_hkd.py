@@ -39,8 +39,9 @@ from protocol import (
     read_host_key_document,
     read_host_private_key,
 )
+from protocol._hkd_io import SourcedCert, read_certificates, read_crls
 from protocol._hkd_verify import is_ibm_signing_cert
-from protocol._hkd_x509 import crl_distribution_uris
+from protocol._hkd_x509 import authority_key_id, crl_distribution_uris
 
 NOW = datetime(2025, 6, 1, tzinfo=timezone.utc)
 ROOT = "root_ca.chained.crt"
@@ -389,6 +390,34 @@ def test_parse_document_raises_only_sesim_errors(data: bytes) -> None:
         try:
             parse_host_key_document(data, "fuzz")
         except (FormatError, VerificationError):
+            pass
+
+
+_CHAIN_DER = [
+    x509.load_pem_x509_certificate((CERTS / "ibm.crt").read_bytes()).public_bytes(serialization.Encoding.DER),
+    (CERTS / "der.crl").read_bytes(),
+]
+
+
+@st.composite
+def _mutated_chain_file(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(_CHAIN_DER)))
+    for _ in range(draw(st.integers(1, 3))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_mutated_chain_file())
+def test_reading_certificates_and_crls_raises_only_format_errors(data: bytes) -> None:
+    """Everything that is parsed lazily is decoded on load, so later checks never see a ValueError."""
+    for read in (read_certificates, read_crls):
+        try:
+            for item in read(data, "fuzz"):
+                obj = item.cert if isinstance(item, SourcedCert) else item.crl
+                assert crl_distribution_uris(obj) is not None if isinstance(obj, x509.Certificate) else True
+                assert authority_key_id(obj) is None or authority_key_id(obj) is not None
+        except FormatError:
             pass
 
 

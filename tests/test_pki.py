@@ -24,7 +24,7 @@ from protocol import (
     read_host_private_key,
 )
 from protocol._hkd_verify import is_ibm_signing_cert
-from protocol._pki import _certificate, _crl
+from protocol._pki_x509 import issue_certificate, issue_crl
 
 NOW = datetime(2025, 6, 1, tzinfo=timezone.utc)
 
@@ -197,7 +197,7 @@ def test_weak_intermediate_key_fails_the_chain(tmp_path: Path, pki: TestPki) -> 
     assert isinstance(root_key, rsa.RSAPrivateKey)
     root = _cert(pki.root_ca_crt)
     weak_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    weak_inter = _certificate(
+    weak_inter = issue_certificate(
         subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "weak intermediate")]),
         public_key=weak_key.public_key(), issuer=root, issuer_key=root_key,
         not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=1), crl_uri=None,
@@ -207,7 +207,7 @@ def test_weak_intermediate_key_fails_the_chain(tmp_path: Path, pki: TestPki) -> 
     )
     ibm_key = serialization.load_pem_private_key(pki.ibm_key.read_bytes(), password=None)
     assert isinstance(ibm_key, rsa.RSAPrivateKey)
-    ibm = _certificate(
+    ibm = issue_certificate(
         subject=_cert(pki.ibm_crt).subject, public_key=ibm_key.public_key(), issuer=weak_inter,
         issuer_key=weak_key, not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=1),
         crl_uri=None, extensions=[], hash_algorithm=hashes.SHA256(),
@@ -215,7 +215,7 @@ def test_weak_intermediate_key_fails_the_chain(tmp_path: Path, pki: TestPki) -> 
     files = {
         "inter.crt": weak_inter.public_bytes(serialization.Encoding.PEM),
         "ibm.crt": ibm.public_bytes(serialization.Encoding.PEM),
-        "inter.crl": _crl(weak_inter, weak_key, [], NOW - timedelta(days=1), NOW + timedelta(days=1))
+        "inter.crl": issue_crl(weak_inter, weak_key, [], NOW - timedelta(days=1), NOW + timedelta(days=1))
         .public_bytes(serialization.Encoding.PEM),
     }
     for name, data in files.items():
