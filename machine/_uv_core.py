@@ -17,14 +17,17 @@ before the command's own handler sees it:
 2. for host commands other than QUI and INIT_UV: the UV is initialised
    (else rc 0x0003);
 3. the header length is the command's length (else rc 0x0005; QUI accepts
-   0xA8..0xFF and answers "more data" there);
-4. the command's handler: handles first (rc 0x0020 / 0x0021), then its own
-   checks in the order of §4.
+   any length from 0xA8 and answers "more data" below 0x100);
+4. the command's handler: handles first (rc 0x0020 / 0x0021; a configuration
+   whose destroy was left partial answers rc 0x0007 to anything but the
+   re-issued DESTROY_SEC_CONF), then its own checks in the order of §4.
 
 The privileged-operation, specification and UVCB-access program
 interruptions come before all of these; they belong to the instruction, so
 :meth:`Ultravisor.execute_uvcb` (the raw path that reads a UVCB from memory)
-raises them.
+raises them. The raw path decides the generic checks from the 8-byte header
+alone, so a block that is too short for its command is answered rc 0x0005
+(or an earlier generic rc), never mis-parsed.
 
 Handlers live in ``_uv_*.py`` modules, one per family of commands, and
 register themselves in :data:`HANDLERS` with :func:`handles`.
@@ -38,20 +41,25 @@ from typing import Any, NoReturn, final
 
 from attrs import define, field, frozen
 
-from protocol import FormatError, SesimInternalError
-from protocol._uvc_codes import COMMAND_TABLE, Cc, Rc, UvcCommand, UvcContext
+from protocol import SesimInternalError
+from protocol._qui import QUI_MIN_LENGTH
+from protocol._uvc_codes import COMMAND_TABLE, Cc, ImportRc, PgmCode, Rc, UvcCommand, UvcContext
 from protocol._uvcb import RESPONSE_TYPES, UvcRequest, UvcResponse, parse_request
-from protocol._uvcb_base import UvcbHeader
+from protocol._uvcb_base import HEADER_LEN, write_rc
 
 from ._cpu import SecureCpuState
 from ._drbg import Drbg
-from ._memory import PAGE_SIZE, Frame, FrameState
-from ._pgm import PgmCode, ProgramInterrupt
+from ._memory import PAGE_SHIFT, PAGE_SIZE, Frame, FrameState
+from ._pgm import ProgramInterrupt
 from ._server import Server
+from ._uv_access import HostView, UvcbView, guest_view, uv_owned_in
 from ._uv_limits import UvLimits
 
 Handler = Callable[["Ultravisor", "Caller", Any], UvcResponse]
 HANDLERS: dict[UvcCommand, Handler] = {}
+
+UNINITIALISED_OK = frozenset({UvcCommand.QUI, UvcCommand.INIT_UV})
+"""Host commands that work before INIT_UV (uv-interface.md §1: QUI; INIT_UV itself)."""
 
 
 def handles(command: UvcCommand) -> Callable[[Handler], Handler]:
@@ -85,14 +93,15 @@ HOST = Caller()
 class UvcFailed(Exception):
     """Raised inside a handler to answer cc 1 with ``rc``/``rrc`` (never escapes :meth:`execute`)."""
 
-    def __init__(self, rc: int, rrc: int = 0) -> None:
+    def __init__(self, rc: int, rrc: int = 0, outputs: dict[str, Any] | None = None) -> None:
         self.rc = rc
         self.rrc = rrc
+        self.outputs = outputs or {}
 
 
-def fail(rc: int, rrc: int = 0) -> NoReturn:
-    """Stop the current handler with cc 1, rc, rrc."""
-    raise UvcFailed(rc, rrc)
+def fail(rc: int, rrc: int = 0, **outputs: Any) -> NoReturn:
+    """Stop the current handler with cc 1, rc, rrc (and output fields, normally none)."""
+    raise UvcFailed(rc, rrc, outputs)
 
 
 class NotificationIntercept(Exception):
@@ -108,13 +117,21 @@ def ok(request: UvcRequest, **outputs: Any) -> UvcResponse:
     return RESPONSE_TYPES[request.COMMAND](cc=Cc.OK, rc=Rc.EXECUTED, rrc=0, **outputs)
 
 
+def partial(request: UvcRequest) -> UvcResponse:
+    """The cc 3 (partial) response: the caller re-issues the same UVCB (uv-interface.md §1).
+
+    The rc of a partial answer is 0x0001 (sesim's choice; callers look at the cc only).
+    """
+    return RESPONSE_TYPES[request.COMMAND](cc=Cc.PARTIAL, rc=Rc.EXECUTED, rrc=0)
+
+
 class ConfigPhase(enum.Enum):
     """Where a secure configuration is in its life (uv-semantics.md §2.2)."""
 
     CREATED = "created"  # CREATE_SEC_CONF done; SET_SEC_CONF_PARAMS next
     UNPACKING = "unpacking"  # header accepted; UNPACK_IMG pages, then VERIFY_IMG
     VERIFIED = "verified"  # VERIFY_IMG passed: the image may run
-    FAILED = "failed"  # VERIFY_IMG failed: it never runs
+    FAILED = "failed"  # VERIFY_IMG failed, or creation failed with 0x8000: it never runs
 
 
 @frozen(kw_only=True)
@@ -152,6 +169,7 @@ class SecureConfig:
     dumping: bool = False
     reset_prepared: bool = False
     restart_psw: Any = None  # the PSW at absolute 0, read at PREPARE_RESET
+    destroying: bool = False  # a DESTROY_SEC_CONF answered cc 3 and must be re-issued
 
 
 @final
@@ -194,11 +212,19 @@ class Ultravisor:
     def host_private_key(self) -> Any:
         return self._host_key
 
-    def config(self, handle: int) -> SecureConfig:
-        """The configuration ``handle`` names, or rc 0x0020."""
+    def config(self, handle: int, *, resuming: bool = False) -> SecureConfig:
+        """The configuration ``handle`` names, or rc 0x0020.
+
+        A configuration whose DESTROY_SEC_CONF ended with cc 3 can only be
+        resumed by re-issuing that destroy (``resuming``); anything else
+        naming it answers rc 0x0007, "no resume" (sesim's use of the code
+        that uv-interface.md §2 defines without a public user).
+        """
         conf = self.configs.get(handle)
         if conf is None:
             fail(Rc.INV_GHANDLE)
+        if conf.destroying and not resuming:
+            fail(Rc.NO_RESUME)
         return conf
 
     def cpu(self, handle: int) -> SecureCpuState:
@@ -212,7 +238,7 @@ class Ultravisor:
         """Make ``[origin, origin+length)`` UV storage (host access → PGM 0x3d)."""
         memory = self.memory
         for addr in range(origin, origin + length, PAGE_SIZE):
-            frame = memory.frame(addr >> 12)
+            frame = memory.frame(addr >> PAGE_SHIFT)
             frame.fill(None)
             memory.set_state(frame, FrameState.DONATED)
 
@@ -220,25 +246,22 @@ class Ultravisor:
         """Give donated storage back to the host, zeroed and readable."""
         memory = self.memory
         for addr in range(origin, origin + length, PAGE_SIZE):
-            frame = memory.peek(addr >> 12)
+            frame = memory.peek(addr >> PAGE_SHIFT)
             if frame is not None and frame.state is FrameState.DONATED:
                 frame.fill(None)
                 memory.set_state(frame, FrameState.HOST)
 
     def storage_in_use(self, origin: int, length: int) -> bool:
-        """Whether any page of the range is already UV storage."""
-        memory = self.memory
-        return any(
-            memory.state_of(addr >> 12) is FrameState.DONATED for addr in range(origin, origin + length, PAGE_SIZE)
-        )
+        """Whether any page of the range is not plain host memory (UV storage or a guest's page)."""
+        return uv_owned_in(self.memory, origin, length)
 
     def frame_of_gaddr(self, conf: SecureConfig, gaddr: int) -> tuple[int, Frame]:
         """(gfn, frame) behind guest address ``gaddr``; rc 0x010a if it is not mapped."""
         space = self.server.address_spaces.get(conf.asce)
-        gfn = gaddr >> 12
+        gfn = gaddr >> PAGE_SHIFT
         pfn = None if space is None else space.pfn_of(gfn)
         if pfn is None:
-            fail(0x010A)  # uv.c __make_folio_secure: -ENXIO, the host faults it in
+            fail(ImportRc.GADDR_NOT_MAPPED)  # uv.c __make_folio_secure: -ENXIO, the host faults it in
         return gfn, self.memory.frame(pfn)
 
     def make_secure(self, conf: SecureConfig, gfn: int, frame: Frame) -> None:
@@ -256,76 +279,110 @@ class Ultravisor:
         self.memory.set_state(frame, FrameState.HOST)
 
     # ------------------------------------------------------------ the call
+    def generic_rc(self, caller: Caller, command: UvcCommand, length: int) -> int | None:
+        """The rc of the generic checks of uv-interface.md §1 (context, state, length), or None.
+
+        Decided from the header alone, so the raw path can answer a block
+        that is too short for its command without parsing it.
+        """
+        installed = self.guest_installed if caller.is_guest else self.host_installed
+        issuer = UvcContext.GUEST if caller.is_guest else UvcContext.HOST
+        if command not in installed or not command.allowed_in(issuer):
+            return Rc.INV_CMD  # unknown here: the QUI of this context leaves its bit clear (§1, §5)
+        if not caller.is_guest and not self.initialized and command not in UNINITIALISED_OK:
+            return Rc.INV_STATE
+        if command is UvcCommand.QUI:
+            # 0xA8..0xFF answers "more data"; 0x100 and longer (Linux sends 0x120) the whole block (§3).
+            return Rc.INV_LEN if length < QUI_MIN_LENGTH else None
+        if length != COMMAND_TABLE[command].uvcb_length:
+            return Rc.INV_LEN
+        return None
+
     def execute(self, caller: Caller, request: UvcRequest) -> UvcResponse:
         """Answer one UVC (uv-interface.md §1 check order, then the command's handler).
 
         Raises:
             NotificationIntercept: a guest UVC that the UV turns into intercept 108.
+            ProgramInterrupt: a guest UVC whose target page the hypervisor must
+                first make accessible (0x11 host DAT fault, 0x3e import, 0x3d
+                stale page): SIE exits with it, and the guest re-executes the
+                UVC once the host has handled it, as for any guest access
+                (uv-semantics.md §3.2).
         """
         command = request.COMMAND
         response_type = RESPONSE_TYPES[command]
-        issuer = UvcContext.GUEST if caller.is_guest else UvcContext.HOST
-        installed = self.guest_installed if caller.is_guest else self.host_installed
-        if command not in installed or not command.allowed_in(issuer):
-            return response_type(cc=Cc.ERROR, rc=Rc.INV_CMD, rrc=0)
-        if (
-            not caller.is_guest
-            and not self.initialized
-            and command not in (UvcCommand.QUI, UvcCommand.INIT_UV)
-        ):
-            return response_type(cc=Cc.ERROR, rc=Rc.INV_STATE, rrc=0)
-        if command is not UvcCommand.QUI and request.length != COMMAND_TABLE[command].uvcb_length:
-            return response_type(cc=Cc.ERROR, rc=Rc.INV_LEN, rrc=0)
+        rc = self.generic_rc(caller, command, request.length)
+        if rc is not None:
+            return response_type(cc=Cc.ERROR, rc=rc, rrc=0)
         try:
             return HANDLERS[command](self, caller, request)
         except UvcFailed as failed:
-            return response_type(cc=Cc.ERROR, rc=failed.rc, rrc=failed.rrc)
+            return response_type(cc=Cc.ERROR, rc=failed.rc, rrc=failed.rrc, **failed.outputs)
 
-    def execute_uvcb(self, caller: Caller, addr: int, *, problem_state: bool = False) -> int:
-        """Execute the UVC whose UVCB lies at host (or guest-mapped) ``addr``; return the cc.
+    def execute_uvcb(
+        self, caller: Caller, addr: int, *, problem_state: bool = False, instruction_bits: int = 0
+    ) -> int:
+        """Execute the UVC whose UVCB lies at ``addr``; return the cc.
 
-        rc, rrc and outputs are written back into memory as the firmware does.
+        For the host ``addr`` is a host address; for a guest caller it is a
+        guest absolute address, reached through the address space of the
+        caller's configuration exactly as the guest's own accesses are
+        (:func:`machine.guest_frame`). rc, rrc and outputs are written back
+        into memory as the firmware does.
+
+        Args:
+            caller: who executes the UVC instruction.
+            addr: where the UVCB starts.
+            problem_state: the CPU is in problem state (PGM 0x02).
+            instruction_bits: bits 16-23 of the UVC instruction (the M3 and
+                M4 fields), which must be zero (PGM 0x06).
 
         Raises:
-            ProgramInterrupt: 0x02 in problem state; 0x11 if the UVCB cannot be read.
+            ProgramInterrupt: in the order of uv-interface.md §1: 0x02 in
+                problem state, 0x06 for nonzero instruction bits, 0x11 if the
+                UVCB (its header ``len`` bytes, at least 8) cannot be read.
+                A guest caller may also get the host-resolved exits of
+                :meth:`execute` (0x11 below the end of guest memory on an
+                unmapped page, 0x3e, 0x3d).
             NotificationIntercept: see :meth:`execute`.
         """
         if problem_state:
             raise ProgramInterrupt(PgmCode.PRIVILEGED_OPERATION)
-        memory = self.memory
-        if not memory.is_valid(addr, 8):
-            raise ProgramInterrupt(PgmCode.PAGE_TRANSLATION, addr)
-        header = UvcbHeader.parse(memory.raw_read(addr, 8))
+        if instruction_bits:
+            raise ProgramInterrupt(PgmCode.SPECIFICATION)
+        view: UvcbView = guest_view(self, caller.config_handle) if caller.is_guest else HostView(self.memory)
+        header = view.read(addr, HEADER_LEN)
+        length = int.from_bytes(header[0:2], "big")
+        block = view.read(addr, max(HEADER_LEN, length)) if length > HEADER_LEN else header
         try:
-            command = UvcCommand(header.cmd)
+            command = UvcCommand(int.from_bytes(header[2:4], "big"))
         except ValueError:
-            command = None
-        span = max(8, COMMAND_TABLE[command].uvcb_length if command is not None else 8)
-        if command is UvcCommand.QUI:
-            span = max(8, min(header.len, COMMAND_TABLE[command].uvcb_length))
-        if not memory.is_valid(addr, span):
-            raise ProgramInterrupt(PgmCode.PAGE_TRANSLATION, addr)
-        block = memory.raw_read(addr, span)
-        if command is None:
-            memory.raw_write(addr + 4, Rc.INV_CMD.to_bytes(2, "big") + b"\0\0")
+            view.write(addr, write_rc(header, Rc.INV_CMD))
             return Cc.ERROR
-        try:
-            request = parse_request(block)
-        except FormatError:
-            memory.raw_write(addr + 4, Rc.INV_LEN.to_bytes(2, "big") + b"\0\0")
-            return Cc.ERROR
-        response = self.execute(caller, request)
-        memory.raw_write(addr, response.write_back(block))
+        rc = self.generic_rc(caller, command, length)
+        if rc is not None:
+            response = RESPONSE_TYPES[command](cc=Cc.ERROR, rc=rc, rrc=0)
+        else:
+            response = self.execute(caller, parse_request(block))
+        view.write(addr, response.write_back(block))
         return response.cc
 
     # ------------------------------------------------------------- resets
     def host_reset(self) -> None:
-        """DIAG 308 subcode 1 on the host: every donation back, zeroed; UV uninitialised."""
+        """DIAG 308 subcode 1 on the host: the UV forgets everything (uv-interface.md §6).
+
+        Every donation and every secure or shared guest page is zeroed and
+        given back to the host; exported pages (ciphertext the host already
+        holds) just stop being tracked. The UV is uninitialised afterwards, so
+        host commands other than QUI and INIT_UV answer rc 0x0003 again.
+        """
         memory = self.memory
         for frame in list(memory.frames()):
-            if frame.state is not FrameState.HOST:
+            if frame.state is FrameState.HOST:
+                continue
+            if frame.state is not FrameState.EXPORTED:
                 frame.fill(None)
-                memory.set_state(frame, FrameState.HOST)
+            memory.set_state(frame, FrameState.HOST)
         self.configs.clear()
         self.cpus.clear()
         self.base_storage = None
@@ -348,4 +405,5 @@ __all__ = [
     "fail",
     "handles",
     "ok",
+    "partial",
 ]

@@ -3,12 +3,18 @@
 The defaults are chosen so that small servers work (the testbed's 2200 MiB
 server has room for UV storage above 2 GiB) while every check of
 ``uv-interface.md`` §4 can still fire. A run configuration may override any
-of them.
+of them. Beside the QUI values it carries the behaviours where firmware
+levels differ or where sesim offers a knob to reach a documented answer:
+``legacy_destroy_rc`` (DESTR_SEC_STOR of older firmware),
+``sca_error_needs_destroy`` (CREATE_SEC_CONF errors with the 0x8000 flag) and
+``destroy_pages_per_call`` (DESTROY_SEC_CONF ending partial, cc 3). All are
+off by default.
 """
 
 from __future__ import annotations
 
-from attrs import frozen
+from attrs import field, frozen
+from attrs.validators import ge
 
 from protocol._uvc_codes import COMMAND_TABLE, UvcCommand, UvcContext
 
@@ -48,6 +54,18 @@ class UvLimits:
     supp_att_pflags: int = 0x7C00000000000000
     destroy_fast: bool = True
     attestation: bool = True
+    legacy_destroy_rc: bool = False
+    """DESTR_SEC_STOR on a page that is not secure answers rc 0x0107 rrc 0x000d,
+    as older firmware does (uv-interface.md §4 "Legacy", uv.c ``uv_destroy``);
+    off, it answers success as current firmware does. Linux accepts both."""
+    sca_error_needs_destroy: bool = False
+    """CREATE_SEC_CONF takes the donations before it checks the SCA, so rc 0x010c
+    and 0x010d come with the 0x8000 flag and a live handle that the host must
+    destroy (uv-interface.md §2). Off (the default), every error returns handle 0."""
+    destroy_pages_per_call: int = field(default=0, validator=ge(0))
+    """At most this many secure pages are cleared per DESTROY_SEC_CONF call; if
+    more remain the call ends with cc 3 (partial) and the host re-issues it
+    (uv-interface.md §1). 0: the destroy always completes in one call."""
 
     def host_commands(self) -> frozenset[UvcCommand]:
         """Every host command (and QUI); DESTROY_SEC_CONF_FAST only where installed."""

@@ -14,10 +14,15 @@ Frame transitions of uv-semantics.md §3.1:
   page that is not secure is a no-op ("UV calls will become a no-op if the
   folio is already exported", uv.c).
 * DESTR_SEC_STOR: clears a secure page and gives it to the host; on a page
-  that is not secure it answers rc 0x0107 rrc 0x000d (the legacy interface
-  that Linux treats as success, uv-interface.md §4).
-* SET/REMOVE_SHARED_ACCESS (guest), PIN/UNPIN_PAGE_SHARED (host),
-  SET_UNSHARE_ALL: §4.
+  that is not secure it answers success, or rc 0x0107 rrc 0x000d with
+  :attr:`UvLimits.legacy_destroy_rc` (the legacy interface that Linux
+  treats as success, uv-interface.md §4).
+* SET/REMOVE_SHARED_ACCESS (guest): rc 0x0101 beyond the guest's memory
+  (§4); a target page the guest could not access itself (not mapped, not
+  secure, secure for another configuration) is the host's to fix first, so
+  the call exits SIE with the interruption that access would take and the
+  guest re-executes it (:func:`machine.guest_frame`, uv-semantics.md §3.2).
+* PIN/UNPIN_PAGE_SHARED (host), SET_UNSHARE_ALL: uv-semantics.md §4.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from protocol._uvc_codes import DestrSecStorRc, DestrSecStorRrc, SharedAccessRc,
 from protocol._uvcb_base import UvcResponse
 
 from ._memory import PAGE_SIZE, Frame, FrameState
+from ._sie import guest_frame
 from ._uv_core import Caller, ExportRecord, NotificationIntercept, SecureConfig, Ultravisor, fail, handles, ok
 
 RC_IMPORT_INTEGRITY = 0x0107
@@ -41,6 +47,9 @@ RC_NOT_SHARED = 0x0103
 """PIN_PAGE_SHARED / UNPIN on a page that is not shared (sesim's choice)."""
 RC_DONATED = 0x0104
 """The frame is UV storage, not guest memory (sesim's choice)."""
+RC_CONFIG_HAS_CPUS = RC_NOT_SECURE
+"""DESTR_SEC_STOR on a page of a configuration that still has secure CPUs (sesim's choice;
+the host falls back to export, uv-semantics.md §3.3)."""
 
 _SHARED = (FrameState.SHARED, FrameState.SHARED_PINNED)
 
@@ -127,10 +136,13 @@ def _destroy_page(uv: Ultravisor, caller: Caller, request: object) -> UvcRespons
     if frame.state is FrameState.DONATED:
         fail(RC_DONATED)
     if frame.state not in (FrameState.SECURE, *_SHARED):
-        fail(DestrSecStorRc.NOT_SECURE, DestrSecStorRrc.NOT_SECURE)
+        if uv.limits.legacy_destroy_rc:
+            # Older firmware (uv-interface.md §4 "Legacy"; uv.c uv_destroy treats it as success).
+            fail(DestrSecStorRc.NOT_SECURE, DestrSecStorRrc.NOT_SECURE)
+        return ok(request)  # type: ignore[arg-type]  # nothing to destroy
     conf = uv.configs.get(frame.owner)
     if conf is not None and conf.cpus:
-        fail(RC_NOT_SECURE)  # only a configuration without CPUs may lose pages (uv-semantics.md §3.6)
+        fail(RC_CONFIG_HAS_CPUS)  # only a configuration without CPUs may lose pages (uv-semantics.md §3.6)
     if conf is not None:
         conf.exports.pop(conf.secure_frames.get(frame.pfn, -1), None)
     uv.release_frame(frame, clear=True)
@@ -138,37 +150,31 @@ def _destroy_page(uv: Ultravisor, caller: Caller, request: object) -> UvcRespons
 
 
 # ----------------------------------------------------------- shared pages
-def _guest_frame(uv: Ultravisor, caller: Caller, gaddr: int) -> tuple[SecureConfig, int, Frame]:
+def _guest_frame(uv: Ultravisor, caller: Caller, gaddr: int) -> tuple[SecureConfig, Frame]:
+    """The frame behind a guest's share/unshare target, as the guest's own access reaches it."""
     conf = uv.config(caller.config_handle)
-    if gaddr >= conf.msl:
+    space = uv.server.address_spaces.get(conf.asce)
+    if gaddr >= conf.msl or space is None or gaddr >= space.size:
         fail(SharedAccessRc.ADDR_OUTSIDE_MEMORY)
-    gfn, frame = uv.frame_of_gaddr(conf, gaddr)
-    return conf, gfn, frame
+    return conf, guest_frame(uv.memory, space, conf.handle, gaddr & ~(PAGE_SIZE - 1))
 
 
 @handles(UvcCommand.SET_SHARED_ACCESS)
 def _set_shared(uv: Ultravisor, caller: Caller, request: object) -> UvcResponse:
-    conf, gfn, frame = _guest_frame(uv, caller, request.paddr)  # type: ignore[attr-defined]
-    if frame.state in _SHARED and frame.owner == conf.handle:
-        return ok(request)  # type: ignore[arg-type]
-    if frame.state is not FrameState.SECURE or frame.owner != conf.handle:
-        fail(RC_NOT_SECURE)
-    uv.memory.set_state(frame, FrameState.SHARED, conf.handle)
-    return ok(request)  # type: ignore[arg-type]
+    conf, frame = _guest_frame(uv, caller, request.paddr)  # type: ignore[attr-defined]
+    if frame.state is FrameState.SECURE:
+        uv.memory.set_state(frame, FrameState.SHARED, conf.handle)
+    return ok(request)  # type: ignore[arg-type]  # already shared: nothing to do
 
 
 @handles(UvcCommand.REMOVE_SHARED_ACCESS)
 def _remove_shared(uv: Ultravisor, caller: Caller, request: object) -> UvcResponse:
-    conf, gfn, frame = _guest_frame(uv, caller, request.paddr)  # type: ignore[attr-defined]
-    if frame.owner != conf.handle:
-        fail(RC_NOT_SHARED)
+    conf, frame = _guest_frame(uv, caller, request.paddr)  # type: ignore[attr-defined]
     if frame.state is FrameState.SHARED_PINNED:
         raise NotificationIntercept("remove-shared on a pinned page")
     if frame.state is FrameState.SHARED:
         uv.memory.set_state(frame, FrameState.SECURE, conf.handle)
-    elif frame.state is not FrameState.SECURE:
-        fail(RC_NOT_SHARED)
-    return ok(request)  # type: ignore[arg-type]
+    return ok(request)  # type: ignore[arg-type]  # already private: nothing to do
 
 
 @handles(UvcCommand.PIN_PAGE_SHARED)

@@ -53,8 +53,9 @@ def _register() -> None:
     from ._cli_demo import demo
     from ._cli_hostkey import hostkey
     from ._cli_image import image
+    from ._cli_uv import uv
 
-    for command in (demo, hostkey, image):
+    for command in (demo, hostkey, image, uv):
         main.add_command(command)
 
 
