@@ -380,6 +380,10 @@ class Fabric:
         payload: dict[str, Any]
         if waiting == _RECV:
             env = actor._mailbox[0]
+            if env.sender is actor and count == 1:
+                # An actor's own timer (the UV finishing a call) where nothing else could
+                # run: neither a message between actors nor a choice, so not an event.
+                return
             payload = {"from": env.sender.name, "corr": env.corr, "sent": env.sent_at, "msg": env.msg}
         elif waiting == _REPLY:
             env = actor._replies[actor._wait_corr]

@@ -32,6 +32,14 @@ class Intercept108:
 
 
 @frozen(kw_only=True)
+class GuestException:
+    """A guest UVC took a program interruption (the UVCB or its page was not accessible)."""
+
+    code: int
+    address: int | None = None
+
+
+@frozen(kw_only=True)
 class Start:
     """Begin your work (sent once to the hypervisor by the LPAR)."""
 

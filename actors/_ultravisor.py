@@ -16,12 +16,12 @@ from typing import Any, Final, final
 
 from attrs import frozen
 
-from machine import HOST, Caller, NotificationIntercept, Ultravisor
+from machine import HOST, Caller, NotificationIntercept, ProgramInterrupt, Ultravisor
 from machine._costs import DEFAULT_UVC_COST, UVC_COST
 from protocol import RESPONSE_TYPES, Cc, UvcCommand
 
 from ._fabric import Actor, Envelope, Fabric
-from ._messages import Intercept108, Shutdown, Uvc
+from ._messages import GuestException, Intercept108, Shutdown, Uvc
 
 _FRAME_BY_PADDR: Final = frozenset(
     {UvcCommand.CONV_FROM_SEC_STOR, UvcCommand.DESTR_SEC_STOR, UvcCommand.PIN_PAGE_SHARED}
@@ -135,6 +135,13 @@ class UltravisorActor(Actor):
             return self.uv.execute(call.caller, call.request)
         except NotificationIntercept as intercept:
             return Intercept108(reason=intercept.reason)
+        except ProgramInterrupt as pgm:
+            # A guest's UVC on a page it cannot access itself takes the access's
+            # exception; the vCPU's exception handler fixes the page and the guest
+            # executes the UVC again.
+            if not call.caller.is_guest:
+                raise
+            return GuestException(code=int(pgm.code), address=pgm.address)
 
 
 async def uvc(actor: Actor, uv_actor: Actor, request: Any, caller: Caller = HOST) -> Any:

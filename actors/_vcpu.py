@@ -45,7 +45,7 @@ from protocol import (
 from protocol._stage3 import parse_stage3b
 
 from ._fabric import Actor, Fabric
-from ._messages import Diag308, Diag308Result, GuestHalted, Intercept108, OpDone, RunOp, Shutdown, Uvc, VirtioNotify
+from ._messages import GuestException, Diag308, Diag308Result, GuestHalted, Intercept108, OpDone, RunOp, Shutdown, Uvc, VirtioNotify
 from ._vm import VirtualMachine
 from ._workload import Compute, Diag9c, Diag500, GuestQui, Halt, Read, SetPrefix, Share, Stage3b, Unshare, Write
 
@@ -213,6 +213,8 @@ class VcpuActor(Actor):
             request = QuiRequest()
         caller = Caller(context=UvcContext.GUEST, config_handle=vm.config_handle, cpu_handle=self.sie.pv_handle_cpu)
         response = await self.call(self.kvm.uv_actor, Uvc(caller=caller, request=request))
+        if isinstance(response, GuestException):
+            raise ProgramInterrupt(response.code, response.address)
         if isinstance(response, Intercept108):
             vm.stats.intercepts["108 uvc"] += 1
             self.record("sie-exit", guest=vm.name, cpu=self.num, icpt=108, ipa=0xB9A4)

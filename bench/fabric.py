@@ -61,7 +61,7 @@ class Caller(Actor):
     async def main(self) -> None:
         # An export of a page that is not secure: a real hot-path UVC (frame lock,
         # virtual duration, machine decision), answered as a no-op success.
-        request = ConvFromSecStorRequest(paddr=0x100000)
+        request = ConvFromSecStorRequest(paddr=0x100000 + 0x1000 * int(self.name[1:]))
         for _ in range(self.calls):
             await self.call(self.uv, Uvc(caller=HOST, request=request))
 

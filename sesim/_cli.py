@@ -53,9 +53,10 @@ def _register() -> None:
     from ._cli_demo import demo
     from ._cli_hostkey import hostkey
     from ._cli_image import image
+    from ._cli_run import run
     from ._cli_uv import uv
 
-    for command in (demo, hostkey, image, uv):
+    for command in (demo, hostkey, image, run, uv):
         main.add_command(command)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -11,38 +12,69 @@ from rich.table import Table
 from ._simulation import RunResult, demo_config, run
 
 
-def summary_table(result: RunResult) -> Table:
-    """Per guest: pages unpacked, UVCs by command and rc, exceptions, intercepts, final state."""
-    table = Table(title="sesim demo: one server, four guests", show_lines=True)
-    table.add_column("guest")
-    table.add_column("kind")
-    table.add_column("unpacked", justify="right")
-    table.add_column("UVCs (command rc: count)")
-    table.add_column("exceptions")
-    table.add_column("intercepts")
-    table.add_column("final state")
+def guest_table(result: RunResult, title: str) -> Table:
+    """Per guest: pages unpacked, UVCs, exceptions, intercepts, final state."""
+    table = Table(title=title)
+    for column, justify in (
+        ("guest", "left"),
+        ("kind", "left"),
+        ("unpacked", "right"),
+        ("UVCs", "right"),
+        ("failed", "right"),
+        ("exceptions", "left"),
+        ("intercepts", "left"),
+        ("final state", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for vm in result.vms:
-        uvcs = "\n".join(
-            f"{cmd} {rc:#06x}: {n}" if rc >= 0 else f"{cmd} busy: {n}"
-            for (cmd, rc), n in sorted(vm.stats.uvcs.items(), key=lambda kv: (kv[0][0], kv[0][1]))
-        )
-        exceptions = ", ".join(f"PGM {code}: {n}" for code, n in sorted(vm.stats.exceptions.items())) or "-"
-        intercepts = ", ".join(f"{k}: {n}" for k, n in sorted(vm.stats.intercepts.items())) or "-"
-        guest = vm.guest
+        uvcs = vm.stats.uvcs
+        failed = sum(n for (cmd, rc), n in uvcs.items() if rc not in (1, -2))
+        exceptions = ", ".join(f"PGM {code} x{n}" for code, n in sorted(vm.stats.exceptions.items())) or "-"
+        intercepts = ", ".join(f"{k} x{n}" for k, n in sorted(vm.stats.intercepts.items())) or "-"
         state = vm.state.value
         detail = vm.reason if vm.reason and vm.reason != "halt" else ""
+        guest = vm.guest
         if guest is not None and guest.corruptions:
             detail = f"CORRUPTED: {guest.corruptions[0]}"
         table.add_row(
             vm.name,
             "secure" if vm.secure else "regular",
             str(vm.stats.pages_unpacked),
-            uvcs or "-",
+            str(sum(uvcs.values())),
+            str(failed),
             exceptions,
             intercepts,
-            f"{state}\n{detail}".strip(),
+            f"{state}: {detail}" if detail else state,
         )
     return table
+
+
+def uvc_table(result: RunResult) -> Table:
+    """UVCs by command and rc, one column per guest."""
+    names = [vm.name for vm in result.vms if vm.stats.uvcs]
+    rows: Counter[tuple[str, int]] = Counter()
+    for vm in result.vms:
+        rows.update(vm.stats.uvcs)
+    table = Table(title="UVCs by command and rc")
+    table.add_column("command")
+    table.add_column("rc")
+    for name in names:
+        table.add_column(name, justify="right")
+    for cmd, rc in sorted(rows):
+        by_guest = {vm.name: vm.stats.uvcs.get((cmd, rc), 0) for vm in result.vms}
+        table.add_row(cmd, "busy" if rc == -2 else f"{rc:#06x}", *(str(by_guest[n] or "") for n in names))
+    return table
+
+
+def print_summary(console: Console, result: RunResult, *, title: str) -> None:
+    console.print(guest_table(result, title))
+    console.print(uvc_table(result))
+    console.print(
+        f"{result.steps} steps, {result.virtual_ns / 1000:.1f} µs of virtual time, "
+        f"{result.uv_calls} UVCs ({result.uv_busy} answered busy)"
+    )
+    if result.trace is not None:
+        console.print(f"trace: {result.trace}")
 
 
 @click.command()
@@ -65,10 +97,4 @@ def demo(seed: int, trace_path: Path) -> None:
     triggers intercepts. The trace of every step is written to --trace.
     """
     result = run(demo_config(), seed=seed, trace=trace_path)
-    console = Console()
-    console.print(summary_table(result))
-    console.print(
-        f"{result.steps} steps, {result.virtual_ns / 1000:.1f} µs of virtual time, "
-        f"{result.uv_calls} UVCs ({result.uv_busy} busy)"
-    )
-    console.print(f"trace: {trace_path}")
+    print_summary(Console(), result, title="sesim demo: one server, three secure guests, one regular guest")

@@ -23,6 +23,7 @@ from actors._vm import VirtualMachine, VmSpec
 from actors._workload import parse_workload
 from protocol._components import ComponentKind
 from protocol._crypto import ec_private_from_scalar
+from protocol._hkd import read_host_private_key
 from protocol._image import ImageSpec, create_image, synthetic_kernel
 from traces._writer import TraceRecorder, header_line
 
@@ -69,6 +70,7 @@ class GuestConfig:
     cpus: int
     workload: tuple[str, ...]
     image_for: str = ""  # which server's host key the image is built for ("" = this server)
+    image_path: str = ""  # a boot image file (from `sesim image create`) instead of a built one
 
 
 @frozen(kw_only=True)
@@ -79,6 +81,7 @@ class RunConfig:
     guests: tuple[GuestConfig, ...] = ()
     strategy: str = "random"
     pct_depth: int = 3
+    host_key_path: str = ""  # the server's private host key (PEM); "" = derived from the seed
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +89,7 @@ class RunConfig:
             "memory_mib": self.memory_mib,
             "cpus": self.cpus,
             "strategy": self.strategy,
+            "host_key": self.host_key_path,
             "guests": [
                 {
                     "name": g.name,
@@ -93,6 +97,7 @@ class RunConfig:
                     "memory_mib": g.memory_mib,
                     "cpus": g.cpus,
                     "image_for": g.image_for,
+                    "image": g.image_path,
                     "workload": list(g.workload),
                 }
                 for g in self.guests
@@ -147,11 +152,16 @@ def _strategy(config: RunConfig, seed: int) -> Any:
 
 def run(config: RunConfig, *, seed: int, trace: Path | None) -> RunResult:
     """Run ``config`` with ``seed``; write the trace to ``trace`` (if given)."""
-    host_key = derived_host_key(seed, config.server)
+    if config.host_key_path:
+        host_key = read_host_private_key(config.host_key_path)
+    else:
+        host_key = derived_host_key(seed, config.server)
     specs = []
     for g in config.guests:
         image = None
-        if g.secure:
+        if g.image_path:
+            image = Path(g.image_path).read_bytes()
+        elif g.secure:
             target = g.image_for or config.server
             key = host_key if target == config.server else derived_host_key(seed, target)
             image = build_image(seed=seed, name=g.name, host_keys=[key.public_key()])

@@ -91,3 +91,45 @@ def test_demo_configuration_has_three_secure_guests_and_one_regular() -> None:
     assert sum(g.secure for g in config.guests) == 3
     assert sum(not g.secure for g in config.guests) == 1
     assert sum(bool(g.image_for) for g in config.guests) == 1
+
+
+def test_an_image_with_one_flipped_byte_fails_at_verify_img_and_others_go_on(tmp_path: Path) -> None:
+    from sesim._simulation import build_image, derived_host_key
+
+    key = derived_host_key(1, "z15-a")
+    image = bytearray(build_image(seed=1, name="evil", host_keys=[key.public_key()]))
+    image[0x16000 + 100] ^= 0x01  # a byte inside the kernel: a secure, encrypted page
+    path = tmp_path / "evil.img"
+    path.write_bytes(bytes(image))
+    config = RunConfig(
+        memory_mib=3072,
+        guests=(
+            GuestConfig(name="evil", secure=True, memory_mib=16, cpus=1, workload=DEMO_WORKLOAD, image_path=str(path)),
+            GuestConfig(name="good", secure=True, memory_mib=16, cpus=1, workload=DEMO_WORKLOAD),
+        ),
+    )
+    result = run(config, seed=1, trace=None)
+    evil, good = _vm(result, "evil"), _vm(result, "good")
+    assert evil.state.value == "refused"
+    assert "VERIFY_IMG rc 0x0102" in evil.reason
+    assert evil.guest.state == "refused" and evil.stats.ops_done == 0
+    assert good.state.value == "halted" and good.guest.corruptions == []
+
+
+def test_the_private_host_key_is_held_only_by_the_ultravisor() -> None:
+    import gc
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from actors import Fabric, RandomStrategy
+    from actors._system import System
+    from sesim._simulation import derived_host_key
+
+    fabric = Fabric(RandomStrategy(0))
+    system = System(fabric, server_name="s", memory=3 << 30, cpus=2, host_key=derived_host_key(0, "s"),
+                    guests=[], seed=0)
+    holders = [r for r in gc.get_referrers(system.uv.host_private_key) if isinstance(r, dict)]
+    # The only reference is the ultravisor's own attribute; the server's slot is empty.
+    assert all(h is vars(system.uv) for h in holders)
+    assert system.server.host_key_slot._key is None
+    assert not any(isinstance(v, ec.EllipticCurvePrivateKey) for v in vars(system.hypervisor).values())

@@ -23,7 +23,7 @@ from ._encode import to_jsonable
 TRACE_FORMAT: Final = "sesim-trace"
 TRACE_VERSION: Final = 1
 
-_ORJSON_OPTIONS: Final = orjson.OPT_SORT_KEYS  # structlog.BytesLogger adds the newline
+_ORJSON_OPTIONS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
 
 Processor = Callable[[Any, str, dict[str, Any]], Any]
 
@@ -65,16 +65,37 @@ class TraceRecorder:
         chain: list[Processor] = [ClockStamper(fabric), *processors]
         if sink is not None:
             chain.append(render_json_line)
-            logger: Any = structlog.BytesLogger(sink)
+            logger: Any = _LineSink(sink)
         else:
             chain.append(_drop)
             logger = _NullLogger()
         self._log = structlog.wrap_logger(logger, processors=chain, wrapper_class=structlog.BoundLogger)
-        self._info = self._log.info
+        self._by_actor: dict[str, Any] = {}
 
     def __call__(self, actor: str, kind: str, payload: dict[str, Any]) -> None:
-        payload["actor"] = actor
-        self._info(kind, **payload)
+        info = self._by_actor.get(actor)
+        if info is None:
+            info = self._by_actor[actor] = self._log.bind(actor=actor).info
+        info(kind, **payload)
+
+
+class _LineSink:
+    """A structlog logger that appends lines to a buffered binary file.
+
+    Unlike ``structlog.BytesLogger`` it does not flush after every line: a
+    trace is written by one process, read after the run, and a flush per
+    event would cost a system call per scheduling step.
+    """
+
+    __slots__ = ("_write",)
+
+    def __init__(self, sink: IO[bytes]) -> None:
+        self._write = sink.write
+
+    def msg(self, message: bytes) -> None:
+        self._write(message)
+
+    info = msg
 
 
 def _drop(logger: Any, method_name: str, event_dict: dict[str, Any]) -> str:
@@ -98,4 +119,4 @@ def header_line(*, sesim_version: str, seed: int, strategy: dict[str, Any], conf
         "strategy": strategy,
         "config": config,
     }
-    return orjson.dumps(header, default=to_jsonable, option=_ORJSON_OPTIONS | orjson.OPT_APPEND_NEWLINE)
+    return orjson.dumps(header, default=to_jsonable, option=_ORJSON_OPTIONS)

@@ -1,0 +1,165 @@
+"""Run configurations: a TOML file describing one server and its guests.
+
+Example::
+
+    strategy = "random"          # or "pct" (then pct_depth = 3)
+
+    [server]
+    name = "z15-a"
+    memory_mib = 4096
+    cpus = 4
+    host_key = "pki/z15-a.key"   # optional: the server's private host key (PEM);
+                                 # default: a key derived from the seed
+
+    [[guest]]
+    name = "alpha"
+    secure = true
+    memory_mib = 64
+    cpus = 2
+    image = "alpha.img"          # optional: an image from `sesim image create`;
+                                 # default: one is built for `image_for` (this server)
+    workload = ["write 0x100000 pages=4", "read 0x100000 pages=4"]
+
+    [[guest]]
+    name = "legacy"
+    secure = false
+    memory_mib = 32
+    cpus = 1
+    workload = ["write 0x0 pages=2", "read 0x0 pages=2"]
+
+Every error names the file and the key that is wrong.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from actors._workload import parse_op
+from protocol import SesimError, UsageError
+
+from ._simulation import GuestConfig, RunConfig
+
+
+class ConfigError(SesimError):
+    """The run configuration is not valid."""
+
+
+_TOP = {"strategy", "pct_depth", "server", "guest"}
+_SERVER = {"name", "memory_mib", "cpus", "host_key"}
+_GUEST = {"name", "secure", "memory_mib", "cpus", "workload", "image", "image_for"}
+
+
+def _check_keys(where: str, table: dict[str, Any], allowed: set[str]) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{where}.{key}: unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _get(where: str, table: dict[str, Any], key: str, kind: type, default: Any = ...) -> Any:
+    if key not in table:
+        if default is ...:
+            raise ConfigError(f"{where}.{key}: missing")
+        return default
+    value = table[key]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}.{key}: must be an integer, got {value!r}")
+    if kind is not int and not isinstance(value, kind):
+        raise ConfigError(f"{where}.{key}: must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _positive(where: str, key: str, value: int, low: int = 1, high: int | None = None) -> int:
+    if value < low or (high is not None and value > high):
+        bound = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ConfigError(f"{where}.{key}: must be {bound}, got {value}")
+    return value
+
+
+def load_config(path: Path) -> RunConfig:
+    """Read and validate a run configuration.
+
+    Raises:
+        ConfigError: naming the file and the bad key.
+        OSError: the file cannot be read.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    return parse_config(data, source=str(path), base=path.parent)
+
+
+def parse_config(data: dict[str, Any], *, source: str = "config", base: Path = Path(".")) -> RunConfig:
+    """Validate a configuration already read into a dict (see :func:`load_config`)."""
+    _check_keys(source, data, _TOP)
+    strategy = _get(source, data, "strategy", str, "random")
+    if strategy not in ("random", "pct"):
+        raise ConfigError(f"{source}.strategy: must be 'random' or 'pct', got {strategy!r}")
+    depth = _positive(source, "pct_depth", _get(source, data, "pct_depth", int, 3))
+    server = _get(source, data, "server", dict, {})
+    where = f"{source}: server"
+    _check_keys(where, server, _SERVER)
+    name = _get(where, server, "name", str, "z15-a")
+    memory = _positive(where, "memory_mib", _get(where, server, "memory_mib", int, 4096), 2304, 1 << 22)
+    cpus = _positive(where, "cpus", _get(where, server, "cpus", int, 4), 1, 256)
+    host_key = _get(where, server, "host_key", str, "")
+    guests_raw = _get(source, data, "guest", list, [])
+    if not guests_raw:
+        raise ConfigError(f"{source}: no [[guest]] defined")
+    guests = []
+    names: set[str] = set()
+    for i, g in enumerate(guests_raw):
+        where = f"{source}: guest[{i}]"
+        if not isinstance(g, dict):
+            raise ConfigError(f"{where}: must be a table")
+        _check_keys(where, g, _GUEST)
+        gname = _get(where, g, "name", str)
+        if not gname.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{where}.name: use letters, digits, '-' and '_' only, got {gname!r}")
+        if gname in names:
+            raise ConfigError(f"{where}.name: {gname!r} is used twice")
+        names.add(gname)
+        secure = _get(where, g, "secure", bool, True)
+        gmem = _positive(where, "memory_mib", _get(where, g, "memory_mib", int, 64), 1, 1 << 20)
+        gcpus = _positive(where, "cpus", _get(where, g, "cpus", int, 1), 1, 248)
+        workload = _get(where, g, "workload", list, [])
+        for j, line in enumerate(workload):
+            if not isinstance(line, str):
+                raise ConfigError(f"{where}.workload[{j}]: must be a string")
+            try:
+                op = parse_op(line)
+            except UsageError as exc:
+                raise ConfigError(f"{where}.workload[{j}]: {exc}") from None
+            top = getattr(op, "addr", 0) + getattr(op, "pages", 1) * 4096
+            if hasattr(op, "addr") and top > gmem << 20:
+                raise ConfigError(f"{where}.workload[{j}]: {line!r} reaches beyond the guest's {gmem} MiB")
+        image = _get(where, g, "image", str, "")
+        image_for = _get(where, g, "image_for", str, "")
+        if not secure and (image or image_for):
+            raise ConfigError(f"{where}: 'image' and 'image_for' need secure = true")
+        if image and image_for:
+            raise ConfigError(f"{where}: give either 'image' or 'image_for', not both")
+        guests.append(
+            GuestConfig(
+                name=gname,
+                secure=secure,
+                memory_mib=gmem,
+                cpus=gcpus,
+                workload=tuple(workload),
+                image_for=image_for,
+                image_path=str(base / image) if image else "",
+            )
+        )
+    return RunConfig(
+        server=name,
+        memory_mib=memory,
+        cpus=cpus,
+        guests=tuple(guests),
+        strategy=strategy,
+        pct_depth=depth,
+        host_key_path=str(base / host_key) if host_key else "",
+    )
