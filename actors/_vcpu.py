@@ -23,38 +23,31 @@ from typing import Any, final
 
 from machine import (
     Caller,
-    PgmCode,
     ProgramInterrupt,
     ValidityIntercept,
     guest_frame,
     sie_entry,
     sie_exit,
 )
-from machine._costs import GUEST_PAGE_READ, GUEST_PAGE_WRITE, INTERCEPT_HANDLING, PAGE_FAULT_HANDLING
+from machine._costs import GUEST_PAGE_READ, GUEST_PAGE_WRITE, INTERCEPT_HANDLING
 from protocol import (
     Cc,
-    ConvFromSecStorRequest,
-    DestrSecStorRequest,
     QuiRequest,
     RemoveSharedAccessRequest,
     SetSharedAccessRequest,
-    UnpinPageSharedRequest,
     UvcContext,
 )
 
 from protocol._stage3 import parse_stage3b
 
 from ._fabric import Actor, Fabric
-from ._messages import GuestException, Diag308, Diag308Result, GuestHalted, Intercept108, OpDone, RunOp, Shutdown, Uvc, VirtioNotify
+from ._messages import GuestException, Diag308, GuestHalted, Intercept108, OpDone, RunOp, Shutdown, Uvc, VirtioNotify
+from ._vcpu_mm import GuestStop, handle_exception, unpin
 from ._vm import VirtualMachine
 from ._workload import Compute, Diag9c, Diag500, GuestQui, Halt, Read, SetPrefix, Share, Stage3b, Unshare, Write
 
 PAGE = 4096
 MAX_EXITS_PER_OP = 10_000
-
-
-class GuestStop(Exception):
-    """The guest cannot go on (the reason is the message)."""
 
 
 @final
@@ -108,7 +101,7 @@ class VcpuActor(Actor):
                 finally:
                     self._leave()
             except ProgramInterrupt as pgm:
-                await self._handle_exception(pgm)
+                await handle_exception(self, pgm)
             except _Intercept as icpt:
                 if icpt.done:
                     return icpt.value
@@ -218,7 +211,7 @@ class VcpuActor(Actor):
         if isinstance(response, Intercept108):
             vm.stats.intercepts["108 uvc"] += 1
             self.record("sie-exit", guest=vm.name, cpu=self.num, icpt=108, ipa=0xB9A4)
-            await self._unpin(op.addr)
+            await unpin(self, op.addr)
             raise _Intercept(done=False)  # the guest executes the UVC again
         vm.stats.uvcs[(f"guest {request.COMMAND.name}", response.rc)] += 1
         if response.cc == Cc.BUSY:
@@ -235,42 +228,6 @@ class VcpuActor(Actor):
         await self.sleep(INTERCEPT_HANDLING)
         reply = await self.call(self.hv, message)
         raise _Intercept(done=True, value=getattr(reply, "detail", None))
-
-    # ------------------------------------------------ host: exception exits
-    async def _handle_exception(self, pgm: ProgramInterrupt) -> None:
-        vm = self.vm
-        kvm = self.kvm
-        gaddr = pgm.address or 0
-        vm.stats.exceptions[f"{pgm.code:#04x}"] += 1
-        self.record("sie-exit", guest=vm.name, cpu=self.num, pgm=int(pgm.code), gaddr=gaddr)
-        await self.sleep(PAGE_FAULT_HANDLING)
-        if pgm.code == PgmCode.PAGE_TRANSLATION:
-            kvm.fault_in(vm, gaddr >> 12)
-        elif pgm.code == PgmCode.NON_SECURE_STORAGE_ACCESS:
-            result = await kvm.import_page(self, vm, gaddr)
-            if result == "invalid":
-                raise GuestStop(f"import of {gaddr:#x} failed: the VMM gets SIGSEGV")
-        elif pgm.code == PgmCode.SECURE_STORAGE_ACCESS:
-            await self._destroy_stale(gaddr)
-        else:
-            raise GuestStop(f"program interruption {pgm.code:#04x} at {gaddr:#x}")
-
-    async def _destroy_stale(self, gaddr: int) -> None:
-        """0x3d inside SIE: the page is secure for an old configuration (uv-semantics.md §3.3)."""
-        vm = self.vm
-        pfn = vm.space.pfn_of(gaddr >> 12)
-        if pfn is None:
-            return
-        response = await self.kvm.uvc(self, vm, DestrSecStorRequest(paddr=pfn * PAGE))
-        if response.cc != Cc.OK:
-            response = await self.kvm.uvc(self, vm, ConvFromSecStorRequest(paddr=pfn * PAGE))
-            if response.cc != Cc.OK:
-                raise GuestStop(f"secure storage violation at {gaddr:#x}")
-
-    async def _unpin(self, gaddr: int) -> None:
-        """After intercept 108 for REMOVE_SHARED on a pinned page: UNPIN_PAGE_SHARED (§4)."""
-        vm = self.vm
-        await self.kvm.make_secure(self, vm, UnpinPageSharedRequest(guest_handle=vm.config_handle, gaddr=gaddr))
 
 
 class _Intercept(Exception):
