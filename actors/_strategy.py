@@ -113,10 +113,10 @@ class ReplayStrategy:
         self._last = max([*self._picks, *self._choices, 0]) if until is None else until
 
     def pick(self, ready: Sequence[Actor], step: int) -> int:
+        if self._fallback is not None and step > self._last:
+            return self._fallback.pick(ready, step)
         name = self._picks.get(step)
         if name is None:
-            if self._fallback is not None and step > self._last:
-                return self._fallback.pick(ready, step)
             raise Divergence(f"step {step}: {len(ready)} actors ready but the recording made no choice here")
         for i, actor in enumerate(ready):
             if actor.name == name:
@@ -125,10 +125,10 @@ class ReplayStrategy:
         raise Divergence(f"step {step}: recorded actor {name!r} is not ready (ready: {names})")
 
     def choose(self, site: str, count: int, step: int) -> int:
+        if self._fallback is not None and step > self._last:
+            return self._fallback.choose(site, count, step)
         values = self._choices.get(step)
         if not values:
-            if self._fallback is not None and step > self._last:
-                return self._fallback.choose(site, count, step)
             raise Divergence(f"step {step}: choice {site!r} was not recorded")
         value = values.pop(0)
         if value >= count:
@@ -136,4 +136,7 @@ class ReplayStrategy:
         return value
 
     def describe(self) -> dict[str, object]:
-        return {"name": self.name}
+        out: dict[str, object] = {"name": self.name, "until": self._last}
+        if self._fallback is not None:
+            out["then"] = self._fallback.describe()
+        return out

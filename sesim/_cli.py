@@ -53,10 +53,11 @@ def _register() -> None:
     from ._cli_demo import demo
     from ._cli_hostkey import hostkey
     from ._cli_image import image
+    from ._cli_replay import replay
     from ._cli_run import run
     from ._cli_uv import uv
 
-    for command in (demo, hostkey, image, run, uv):
+    for command in (demo, hostkey, image, replay, run, uv):
         main.add_command(command)
 
 

@@ -84,25 +84,26 @@ class RunConfig:
     host_key_path: str = ""  # the server's private host key (PEM); "" = derived from the seed
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "server": self.server,
-            "memory_mib": self.memory_mib,
-            "cpus": self.cpus,
-            "strategy": self.strategy,
-            "host_key": self.host_key_path,
-            "guests": [
-                {
-                    "name": g.name,
-                    "secure": g.secure,
-                    "memory_mib": g.memory_mib,
-                    "cpus": g.cpus,
-                    "image_for": g.image_for,
-                    "image": g.image_path,
-                    "workload": list(g.workload),
-                }
-                for g in self.guests
-            ],
-        }
+        """This configuration in the TOML schema of :mod:`sesim._config` (so that
+        ``parse_config(config.to_json())`` gives it back: replay relies on that)."""
+        server: dict[str, Any] = {"name": self.server, "memory_mib": self.memory_mib, "cpus": self.cpus}
+        if self.host_key_path:
+            server["host_key"] = self.host_key_path
+        guests = []
+        for g in self.guests:
+            guest: dict[str, Any] = {
+                "name": g.name,
+                "secure": g.secure,
+                "memory_mib": g.memory_mib,
+                "cpus": g.cpus,
+                "workload": list(g.workload),
+            }
+            if g.image_for:
+                guest["image_for"] = g.image_for
+            if g.image_path:
+                guest["image"] = g.image_path
+            guests.append(guest)
+        return {"strategy": self.strategy, "pct_depth": self.pct_depth, "server": server, "guest": guests}
 
 
 DEMO_WORKLOAD = (
@@ -150,8 +151,23 @@ def _strategy(config: RunConfig, seed: int) -> Any:
     return RandomStrategy(seed)
 
 
-def run(config: RunConfig, *, seed: int, trace: Path | None) -> RunResult:
-    """Run ``config`` with ``seed``; write the trace to ``trace`` (if given)."""
+def run(
+    config: RunConfig,
+    *,
+    seed: int,
+    trace: Path | None,
+    strategy: Any = None,
+    sink: Any = None,
+    max_steps: int | None = None,
+) -> RunResult:
+    """Run ``config`` with ``seed``; write the trace to ``trace`` (if given).
+
+    Args:
+        strategy: the scheduling strategy (default: the configuration's, seeded
+            with ``seed``); replay passes a :class:`actors.ReplayStrategy`.
+        sink: a binary file object to write the trace to instead of ``trace``.
+        max_steps: stop with :class:`actors.RunLimitReached` after this many steps.
+    """
     if config.host_key_path:
         host_key = read_host_private_key(config.host_key_path)
     else:
@@ -176,12 +192,15 @@ def run(config: RunConfig, *, seed: int, trace: Path | None) -> RunResult:
                 image_name=g.image_for or config.server,
             )
         )
-    strategy = _strategy(config, seed)
-    fabric = Fabric(strategy)
-    sink = None
-    if trace is not None:
+    if strategy is None:
+        strategy = _strategy(config, seed)
+    fabric = Fabric(strategy, max_steps=max_steps)
+    own_sink = sink is None and trace is not None
+    if own_sink:
+        assert trace is not None
         trace.parent.mkdir(parents=True, exist_ok=True)
         sink = open(trace, "wb", buffering=1 << 20)  # noqa: SIM115  (closed below)
+    if sink is not None:
         sink.write(
             header_line(sesim_version=__version__, seed=seed, strategy=strategy.describe(), config=config.to_json())
         )
@@ -198,7 +217,7 @@ def run(config: RunConfig, *, seed: int, trace: Path | None) -> RunResult:
         )
         trio.run(fabric.run)
     finally:
-        if sink is not None:
+        if own_sink:
             sink.close()
     return RunResult(
         vms=tuple(system.vms),
