@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from typing import Any, final
 
-from machine import HOST, AddressSpace, Server, SieBlock
+from machine import AddressSpace, Server, SieBlock
 from machine._alloc import FrameAllocator
 from protocol import QuiRequest
 
 from ._fabric import Actor, Fabric
 from ._hv_pv import diag308, teardown
 from ._kvm import Kvm
-from ._messages import Ack, Diag308, GuestHalted, Shutdown, Uvc, VirtioNotify
+from ._ultravisor import uvc_retry
+from ._messages import Ack, Diag308, GuestHalted, Shutdown, VirtioNotify
 from ._vm import VirtualMachine, VmSpec
 
 PAGE = 4096
@@ -56,7 +57,7 @@ class HypervisorActor(Actor):
 
     async def main(self) -> None:
         await self.receive()  # Start from the LPAR
-        qui = await self.call(self.uv_actor, Uvc(caller=HOST, request=QuiRequest()))
+        qui = await uvc_retry(self, self.uv_actor, QuiRequest())
         self.kvm = kvm = Kvm(self.server, self.allocator, self.uv_actor, qui)
         for spec in self.specs:
             kvm.vms.append(self._create_vm(spec))

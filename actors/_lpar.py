@@ -14,7 +14,8 @@ from machine._alloc import FrameAllocator
 from protocol import Cc, InitUvRequest, QuiRequest
 
 from ._fabric import Actor, Fabric
-from ._messages import Start, Uvc
+from ._messages import Start
+from ._ultravisor import uvc_retry
 
 
 @final
@@ -29,14 +30,10 @@ class LparActor(Actor):
         self.prot_virt_host = False
 
     async def main(self) -> None:
-        from machine import HOST
-
-        qui = await self.call(self.uv_actor, Uvc(caller=HOST, request=QuiRequest()))
+        qui = await uvc_retry(self, self.uv_actor, QuiRequest())
         length = qui.uv_base_stor_len
         origin = self.allocator.alloc_contiguous(length // 4096, 256) * 4096  # 1 MiB aligned, from the top
-        response = await self.call(
-            self.uv_actor, Uvc(caller=HOST, request=InitUvRequest(stor_origin=origin, stor_len=length))
-        )
+        response = await uvc_retry(self, self.uv_actor, InitUvRequest(stor_origin=origin, stor_len=length))
         self.prot_virt_host = response.cc == Cc.OK
         self.record("prot-virt-host", enabled=self.prot_virt_host, rc=response.rc)
         self.send(self.hypervisor, Start())

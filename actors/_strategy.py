@@ -140,3 +140,55 @@ class ReplayStrategy:
         if self._fallback is not None:
             out["then"] = self._fallback.describe()
         return out
+
+
+@final
+class GuidedStrategy:
+    """The default schedule (always the first ready actor), except at the steps given.
+
+    Used by the shrinker: a failing run's schedule is reduced to the fewest
+    deviations from the default that still make it fail. Unlike
+    :class:`ReplayStrategy` it never diverges: a recorded actor that is not
+    ready falls back to the default. With ``inner`` it records, for every step
+    with a real choice, which actor ran and whether that deviated from the default.
+    """
+
+    name = "guided"
+
+    def __init__(
+        self,
+        picks: Mapping[int, str],
+        choices: Mapping[int, Iterable[int]] | None = None,
+        inner: RandomStrategy | PctStrategy | None = None,
+    ) -> None:
+        self._picks = dict(picks)
+        self._choices = {step: list(values) for step, values in (choices or {}).items()}
+        self._inner = inner
+        self.deviations: dict[int, str] = {}
+        self.data: dict[int, list[int]] = {}
+
+    def pick(self, ready: Sequence[Actor], step: int) -> int:
+        if self._inner is not None:
+            index = self._inner.pick(ready, step)
+        else:
+            index = 0
+            name = self._picks.get(step)
+            if name is not None:
+                index = next((i for i, a in enumerate(ready) if a.name == name), 0)
+        if index:
+            self.deviations[step] = ready[index].name
+        return index
+
+    def choose(self, site: str, count: int, step: int) -> int:
+        if self._inner is not None:
+            value = self._inner.choose(site, count, step)
+        else:
+            values = self._choices.get(step)
+            value = values.pop(0) if values else 0
+            value = value if value < count else 0
+        if value:
+            self.data.setdefault(step, []).append(value)
+        return value
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "deviations": len(self._picks)}

@@ -10,6 +10,7 @@ from machine import Server, Ultravisor, UvLimits
 from machine._alloc import FrameAllocator
 
 from ._fabric import Fabric
+from ._faults import NO_FAULTS, FaultPlan
 from ._guest import GuestActor
 from ._hypervisor import HypervisorActor
 from ._lpar import LparActor
@@ -36,12 +37,17 @@ class System:
         guests: list[VmSpec],
         seed: int,
         limits: UvLimits | None = None,
+        faults: FaultPlan = NO_FAULTS,
     ) -> None:
         self.fabric = fabric
         self.server = Server(server_name, memory, cpus, host_key)
         self.uv = Ultravisor(self.server, seed=seed, limits=limits)
         self.allocator = FrameAllocator(FIRST_FREE_PFN, memory // PAGE)
         self.uv_actor = UltravisorActor(fabric, "uv", self.uv)
+        self.faults = faults
+        if faults.uv_busy:
+            uv_actor = self.uv_actor
+            self.uv_actor.busy_fault = lambda command: faults.fires(uv_actor, "uv-busy", faults.uv_busy)
         self.hypervisor = HypervisorActor(
             fabric,
             "kvm",

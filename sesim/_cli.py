@@ -55,9 +55,10 @@ def _register() -> None:
     from ._cli_image import image
     from ._cli_replay import replay
     from ._cli_run import run
+    from ._cli_stress import stress
     from ._cli_uv import uv
 
-    for command in (demo, hostkey, image, replay, run, uv):
+    for command in (demo, hostkey, image, replay, run, stress, uv):
         main.add_command(command)
 
 

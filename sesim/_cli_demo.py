@@ -34,6 +34,8 @@ def guest_table(result: RunResult, title: str) -> Table:
         state = vm.state.value
         detail = vm.reason if vm.reason and vm.reason != "halt" else ""
         guest = vm.guest
+        if guest is not None and guest.state == "stopped" and state != "refused":
+            state, detail = "stopped", guest.reason
         if guest is not None and guest.corruptions:
             detail = f"CORRUPTED: {guest.corruptions[0]}"
         table.add_row(

@@ -4,6 +4,9 @@ Example::
 
     strategy = "random"          # or "pct" (then pct_depth = 3)
 
+    [faults]                     # optional fault sites, percent per chance, until heal_at ns
+    uv_busy = 5
+
     [server]
     name = "z15-a"
     memory_mib = 4096
@@ -36,6 +39,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from actors._faults import FaultPlan
 from actors._workload import parse_op
 from protocol import SesimError, UsageError
 
@@ -46,7 +50,8 @@ class ConfigError(SesimError):
     """The run configuration is not valid."""
 
 
-_TOP = {"strategy", "pct_depth", "server", "guest"}
+_TOP = {"strategy", "pct_depth", "server", "guest", "faults"}
+_FAULTS = {"uv_busy", "sie_exit_delay", "io_error", "reclaim_storm", "heal_at"}
 _SERVER = {"name", "memory_mib", "cpus", "host_key"}
 _GUEST = {"name", "secure", "memory_mib", "cpus", "workload", "image", "image_for"}
 
@@ -93,8 +98,14 @@ def load_config(path: Path) -> RunConfig:
     return parse_config(data, source=str(path), base=path.parent)
 
 
-def parse_config(data: dict[str, Any], *, source: str = "config", base: Path = Path(".")) -> RunConfig:
-    """Validate a configuration already read into a dict (see :func:`load_config`)."""
+def parse_config(
+    data: dict[str, Any], *, source: str = "config", base: Path = Path("."), check_ranges: bool = True
+) -> RunConfig:
+    """Validate a configuration already read into a dict (see :func:`load_config`).
+
+    ``check_ranges=False`` accepts workload addresses beyond a guest's memory:
+    replay must re-run whatever was recorded, even a run built to fail that way.
+    """
     _check_keys(source, data, _TOP)
     strategy = _get(source, data, "strategy", str, "random")
     if strategy not in ("random", "pct"):
@@ -135,7 +146,7 @@ def parse_config(data: dict[str, Any], *, source: str = "config", base: Path = P
             except UsageError as exc:
                 raise ConfigError(f"{where}.workload[{j}]: {exc}") from None
             top = getattr(op, "addr", 0) + getattr(op, "pages", 1) * 4096
-            if hasattr(op, "addr") and top > gmem << 20:
+            if check_ranges and hasattr(op, "addr") and top > gmem << 20:
                 raise ConfigError(f"{where}.workload[{j}]: {line!r} reaches beyond the guest's {gmem} MiB")
         image = _get(where, g, "image", str, "")
         image_for = _get(where, g, "image_for", str, "")
@@ -154,7 +165,16 @@ def parse_config(data: dict[str, Any], *, source: str = "config", base: Path = P
                 image_path=str(base / image) if image else "",
             )
         )
+    faults_raw = _get(source, data, "faults", dict, {})
+    where = f"{source}: faults"
+    _check_keys(where, faults_raw, _FAULTS)
+    fault_values = {}
+    for key in sorted(_FAULTS):
+        if key in faults_raw:
+            high = None if key == "heal_at" else 100
+            fault_values[key] = _positive(where, key, _get(where, faults_raw, key, int), 0, high)
     return RunConfig(
+        faults=FaultPlan(**fault_values),
         server=name,
         memory_mib=memory,
         cpus=cpus,

@@ -41,7 +41,7 @@ def replay(path: Path, *, until: int | None = None, context: int = 3) -> ReplayO
     """
     recording = read_recording(path)
     try:
-        config = parse_config(recording.header.get("config", {}), source=f"{path}: header config")
+        config = parse_config(recording.header.get("config", {}), source=f"{path}: header config", check_ranges=False)
     except ConfigError as exc:
         raise ConfigError(f"cannot replay: {exc}") from None
     strategy = ReplayStrategy(recording.picks, recording.choices)
@@ -67,7 +67,7 @@ def replay(path: Path, *, until: int | None = None, context: int = 3) -> ReplayO
 def explore(path: Path, *, prefix: int | None, seeds: range) -> list[tuple[int, RunResult | str]]:
     """Replay the recording up to step ``prefix`` (default: all of it), then go on with fresh seeds."""
     recording = read_recording(path)
-    config = parse_config(recording.header.get("config", {}), source=f"{path}: header config")
+    config = parse_config(recording.header.get("config", {}), source=f"{path}: header config", check_ranges=False)
     until = recording.last_step if prefix is None else prefix
     results: list[tuple[int, RunResult | str]] = []
     for seed in seeds:

@@ -18,6 +18,7 @@ from attrs import frozen
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from actors import Fabric, PctStrategy, RandomStrategy
+from actors._faults import NO_FAULTS, FaultPlan
 from actors._system import System
 from actors._vm import VirtualMachine, VmSpec
 from actors._workload import parse_workload
@@ -82,6 +83,7 @@ class RunConfig:
     strategy: str = "random"
     pct_depth: int = 3
     host_key_path: str = ""  # the server's private host key (PEM); "" = derived from the seed
+    faults: FaultPlan = NO_FAULTS
 
     def to_json(self) -> dict[str, Any]:
         """This configuration in the TOML schema of :mod:`sesim._config` (so that
@@ -103,7 +105,11 @@ class RunConfig:
             if g.image_path:
                 guest["image"] = g.image_path
             guests.append(guest)
-        return {"strategy": self.strategy, "pct_depth": self.pct_depth, "server": server, "guest": guests}
+        out: dict[str, Any] = {"strategy": self.strategy, "pct_depth": self.pct_depth, "server": server}
+        if self.faults != NO_FAULTS:
+            out["faults"] = self.faults.describe()
+        out["guest"] = guests
+        return out
 
 
 DEMO_WORKLOAD = (
@@ -159,6 +165,7 @@ def run(
     strategy: Any = None,
     sink: Any = None,
     max_steps: int | None = None,
+    processors: Sequence[Any] = (),
 ) -> RunResult:
     """Run ``config`` with ``seed``; write the trace to ``trace`` (if given).
 
@@ -167,6 +174,7 @@ def run(
             with ``seed``); replay passes a :class:`actors.ReplayStrategy`.
         sink: a binary file object to write the trace to instead of ``trace``.
         max_steps: stop with :class:`actors.RunLimitReached` after this many steps.
+        processors: extra trace processors (coverage counters, ...) that see every event.
     """
     if config.host_key_path:
         host_key = read_host_private_key(config.host_key_path)
@@ -205,7 +213,7 @@ def run(
             header_line(sesim_version=__version__, seed=seed, strategy=strategy.describe(), config=config.to_json())
         )
     try:
-        fabric.recorder = TraceRecorder(fabric, sink)
+        fabric.recorder = TraceRecorder(fabric, sink, processors)
         system = System(
             fabric,
             server_name=config.server,
@@ -214,6 +222,7 @@ def run(
             host_key=host_key,
             guests=specs,
             seed=seed,
+            faults=config.faults,
         )
         trio.run(fabric.run)
     finally:
