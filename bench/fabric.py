@@ -9,7 +9,7 @@ Prints, measured side by side in one run:
 * the cost per UVC with 1, 8 and 64 guests calling concurrently (target:
   within ±25 % of each other).
 
-Usage: python bench/fabric.py [--calls N] [--quick]
+Usage: python bench/fabric.py [--calls N] [--rounds R] [--quick]
 """
 
 from __future__ import annotations
@@ -99,20 +99,31 @@ def uvc_round_trip(guests: int, total_calls: int, trace_dir: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--calls", type=int, default=64_000)
+    parser.add_argument("--calls", type=int, default=20_000, help="UVCs per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the best of each is kept")
     parser.add_argument("--quick", action="store_true", help="a short run (CI smoke test)")
     args = parser.parse_args()
-    calls = 3_200 if args.quick else args.calls
-    bare = trio.run(ping_pong, calls)
+    calls = 1_600 if args.quick else args.calls
+    rounds = 1 if args.quick else args.rounds
+    # The machines are shared and noisy: measure the contenders alternately,
+    # several rounds, and keep each one's best (least disturbed) figure.
+    bare: list[float] = []
+    costs: dict[int, list[float]] = {1: [], 8: [], 64: []}
     with tempfile.TemporaryDirectory() as tmp:
-        costs = {g: uvc_round_trip(g, calls, tmp) for g in (1, 8, 64)}
-    print(f"bare trio memory-channel ping-pong: {bare * 1e6:.2f} µs per round trip ({1 / bare:,.0f}/s)")
-    one = costs[1]
+        for _ in range(rounds):
+            bare.append(trio.run(ping_pong, calls))
+            for guests in costs:
+                costs[guests].append(uvc_round_trip(guests, calls, tmp))
+    best_bare = min(bare)
+    best = {g: min(values) for g, values in costs.items()}
+    one = best[1]
+    print(f"rounds: {rounds}, {calls} round trips each; best of each kept")
+    print(f"bare trio memory-channel ping-pong: {best_bare * 1e6:.2f} µs per round trip ({1 / best_bare:,.0f}/s)")
     print(f"simulated UVC round trip, traced:    {one * 1e6:.2f} µs ({1 / one:,.0f}/s)")
-    print(f"ratio UVC / ping-pong rate:          {bare / one:.2f}  (target >= 0.5)")
-    for g, cost in costs.items():
+    print(f"ratio UVC / ping-pong rate:          {best_bare / one:.2f}  (target >= 0.5)")
+    for g, cost in best.items():
         print(f"cost per UVC with {g:2d} guests:        {cost * 1e6:.2f} µs ({cost / one:.2f} x the 1-guest cost)")
-    spread = max(costs.values()) / min(costs.values()) - 1
+    spread = max(best.values()) / min(best.values()) - 1
     print(f"spread across 1/8/64 guests:         {spread * 100:.0f} %  (target <= 25 %)")
 
 
