@@ -60,9 +60,15 @@ class System:
         )
         self.lpar = LparActor(fabric, "lpar", self.uv_actor, self.hypervisor, self.allocator)
         self.server.memory.on_transition = self._frame_event
+        self.server.memory.on_range = self._frames_event
 
     def _frame_event(self, pfn: int, old: Any, new: Any, owner: int) -> None:
         self.fabric.record("machine", "frame", {"pfn": pfn, "from": old.value, "to": new.value, "owner": owner})
+
+    def _frames_event(self, first: int, count: int, old: Any, new: Any, owner: int) -> None:
+        self.fabric.record(
+            "machine", "frame", {"pfn": first, "count": count, "from": old.value, "to": new.value, "owner": owner}
+        )
 
     @property
     def vms(self) -> list[Any]:

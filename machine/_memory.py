@@ -73,6 +73,7 @@ class Frame:
 
 
 TransitionHook = Callable[[int, FrameState, FrameState, int], None]
+RangeHook = Callable[[int, int, FrameState, FrameState, int], None]
 
 
 @frozen(kw_only=True)
@@ -100,6 +101,7 @@ class HostMemory:
         self._frames: dict[int, Frame] = {}
         self._invalid: set[int] = set()
         self.on_transition: TransitionHook | None = None
+        self.on_range: RangeHook | None = None
 
     # ------------------------------------------------------------ frames
     def frame(self, pfn: int) -> Frame:
@@ -126,6 +128,48 @@ class HostMemory:
         frame.owner = owner
         if self.on_transition is not None and old is not state:
             self.on_transition(frame.pfn, old, state, owner)
+
+    def set_state_range(
+        self, first_pfn: int, count: int, state: FrameState, owner: int = 0, *, only: FrameState | None = None
+    ) -> int:
+        """Move ``count`` frames from ``first_pfn`` on to ``state``, clearing their contents.
+
+        With ``only``, frames in another state are left alone. Runs of frames
+        that had the same old state are reported as one range to
+        :attr:`on_range` (or frame by frame to :attr:`on_transition` if no range
+        hook is set): a 8 MiB donation is one event, not 2048.
+
+        Returns:
+            How many frames changed.
+        """
+        changed = 0
+        run_start, run_len, run_old = 0, 0, None
+
+        def flush() -> None:
+            if run_len and run_old is not None and run_old is not state:
+                if self.on_range is not None:
+                    self.on_range(run_start, run_len, run_old, state, owner)
+                elif self.on_transition is not None:
+                    for pfn in range(run_start, run_start + run_len):
+                        self.on_transition(pfn, run_old, state, owner)
+
+        for pfn in range(first_pfn, first_pfn + count):
+            frame = self._frames.get(pfn) if only is not None else self.frame(pfn)
+            if frame is None or (only is not None and frame.state is not only):
+                flush()
+                run_len, run_old = 0, None
+                continue
+            old = frame.state
+            if old is not run_old or run_start + run_len != pfn:
+                flush()
+                run_start, run_len, run_old = pfn, 0, old
+            run_len += 1
+            frame.data = None
+            frame.state = state
+            frame.owner = owner
+            changed += 1
+        flush()
+        return changed
 
     def frames(self) -> Iterator[Frame]:
         """Every touched frame, in address order."""

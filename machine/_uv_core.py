@@ -236,20 +236,13 @@ class Ultravisor:
 
     def donate(self, origin: int, length: int) -> None:
         """Make ``[origin, origin+length)`` UV storage (host access → PGM 0x3d)."""
-        memory = self.memory
-        for addr in range(origin, origin + length, PAGE_SIZE):
-            frame = memory.frame(addr >> PAGE_SHIFT)
-            frame.fill(None)
-            memory.set_state(frame, FrameState.DONATED)
+        self.memory.set_state_range(origin >> PAGE_SHIFT, length >> PAGE_SHIFT, FrameState.DONATED)
 
     def reclaim(self, origin: int, length: int) -> None:
         """Give donated storage back to the host, zeroed and readable."""
-        memory = self.memory
-        for addr in range(origin, origin + length, PAGE_SIZE):
-            frame = memory.peek(addr >> PAGE_SHIFT)
-            if frame is not None and frame.state is FrameState.DONATED:
-                frame.fill(None)
-                memory.set_state(frame, FrameState.HOST)
+        self.memory.set_state_range(
+            origin >> PAGE_SHIFT, length >> PAGE_SHIFT, FrameState.HOST, only=FrameState.DONATED
+        )
 
     def storage_in_use(self, origin: int, length: int) -> bool:
         """Whether any page of the range is not plain host memory (UV storage or a guest's page)."""
