@@ -169,6 +169,7 @@ class SecureConfig:
     dumping: bool = False
     reset_prepared: bool = False
     restart_psw: Any = None  # the PSW at absolute 0, read at PREPARE_RESET
+    secret_store: Any = field(default=None, repr=False)  # machine._uv_secret_store.SecretStore, on first use
     destroying: bool = False  # a DESTROY_SEC_CONF answered cc 3 and must be re-issued
 
 
@@ -384,7 +385,7 @@ class Ultravisor:
 
 def _register_handlers() -> None:
     # Importing the handler modules registers their commands.
-    from . import _uv_conf, _uv_cpu, _uv_image, _uv_storage  # noqa: F401
+    from . import _uv_conf, _uv_cpu, _uv_guest, _uv_image, _uv_storage  # noqa: F401
 
 
 __all__ = [

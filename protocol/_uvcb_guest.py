@@ -88,11 +88,15 @@ class RetrAttestResponse(UvcResponse):
 
     ``cont_token`` is an output as well (inferred, uv-interface.md §4 lists
     a bad token as rc 0x0101): a UV that answers cc 3 records its progress
-    there and the caller re-issues the same block.
+    there and the caller re-issues the same block. ``add_data_len`` is in
+    and out: the caller's buffer size goes in, the bytes the firmware wrote
+    come back (Linux ``uvdevice.c`` copies it back to the caller since a
+    2023 fix: "Additional data length ... is an in/out variable").
     """
 
     cont_token: int = u64(0x20)
     config_uid: bytes = raw(0x148, 16)
+    add_data_len: int = u32(0x15C)
 
 
 # -- secrets ---------------------------------------------------------------------------

@@ -50,15 +50,17 @@ def main() -> None:
 
 
 def _register() -> None:
+    from ._cli_attest import attest
     from ._cli_demo import demo
     from ._cli_hostkey import hostkey
     from ._cli_image import image
     from ._cli_replay import replay
     from ._cli_run import run
+    from ._cli_secret import secret
     from ._cli_stress import stress
     from ._cli_uv import uv
 
-    for command in (demo, hostkey, image, replay, run, stress, uv):
+    for command in (attest, demo, hostkey, image, replay, run, secret, stress, uv):
         main.add_command(command)
 
 

@@ -52,6 +52,8 @@ from protocol import (
     VerifyImgRequest,
 )
 
+from protocol._ipib import METADATA_OFFSET, ImageMetadata
+
 if TYPE_CHECKING:
     from .testbed import Testbed
 
@@ -78,18 +80,20 @@ class GuestKilled(SesimError):
         self.rrc = rrc
 
 
-def boot_secure_guest(tb: Testbed, memory_mib: int, cpus: int) -> SecureGuest:
+def boot_secure_guest(
+    tb: Testbed, memory_mib: int, cpus: int, *, image: BuiltImage | bytes | None = None
+) -> SecureGuest:
     """Boot a secure guest on ``tb`` (see :meth:`Testbed.secure_guest`)."""
     qui = tb.qui()
     if not tb.uv.initialized:  # the host's setup_uv at boot
         stor = tb.alloc(qui.uv_base_stor_len, align=MIB)
         _host(tb, InitUvRequest(stor_origin=stor, stor_len=qui.uv_base_stor_len))
     size = memory_mib * MIB
-    image = tb.build_image()
-    if image.description.image_size > size:
-        raise UsageError(f"the testbed image needs {image.description.image_size:#x} bytes of guest memory")
+    image = tb.build_image() if image is None else image
+    data = image if isinstance(image, bytes) else image.data
+    if len(data) > size:
+        raise UsageError(f"the image needs {len(data):#x} bytes of guest memory, the guest has {size:#x}")
     space = tb.guest_address_space(size)
-    data = image.data
     for offset in range(0, len(data), PAGE):  # QEMU loads the image at guest address 0
         page = data[offset : offset + PAGE]
         if page.strip(b"\0"):
@@ -118,7 +122,7 @@ def boot_secure_guest(tb: Testbed, memory_mib: int, cpus: int) -> SecureGuest:
         sie_blocks.append(sie)
         donations[f"cpu{num}"] = (stor, qui.cpu_stor_len)
     # The header, copied into host memory; then every IPIB component page by page; then verify.
-    ipib = Ipib.parse(data[image.description.ipib_addr :])
+    ipib = Ipib.parse(data[ImageMetadata.parse(data[METADATA_OFFSET:]).ipib_offset :])
     header = tb.alloc(ipib.hdr_size)
     tb.write(header, data[ipib.hdr_addr : ipib.hdr_addr + ipib.hdr_size])
     _host(tb, SetSecConfParamsRequest(guest_handle=handle, sec_header_origin=header, sec_header_len=ipib.hdr_size))
@@ -176,7 +180,7 @@ class SecureGuest:
         cpu_handles: tuple[int, ...],
         sie_blocks: tuple[int, ...],
         donations: dict[str, tuple[int, int]],
-        image: BuiltImage,
+        image: BuiltImage | bytes,
         header_addr: int,
     ) -> None:
         self.testbed = testbed

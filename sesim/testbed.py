@@ -166,7 +166,12 @@ async def _checkpoint() -> None:
 
 @asynccontextmanager
 async def open_testbed(
-    memory_mib: int = 2200, cpus: int = 2, *, seed: int = 0, limits: UvLimits | None = None
+    memory_mib: int = 2200,
+    cpus: int = 2,
+    *,
+    seed: int = 0,
+    limits: UvLimits | None = None,
+    host_key: ec.EllipticCurvePrivateKey | None = None,
 ) -> AsyncIterator[Testbed]:
     """A fresh simulated server whose ultravisor is not initialised.
 
@@ -177,8 +182,10 @@ async def open_testbed(
         seed: fixes the host key, the UV's handles and keys: equal seeds,
             equal runs.
         limits: the UV's sizes and options (:class:`machine.UvLimits`).
+        host_key: the server's private host key (P-521); default one derived
+            from the seed. Give it to boot images made for a real HKD.
     """
-    testbed = Testbed(memory_mib=memory_mib, cpus=cpus, seed=seed, limits=limits)
+    testbed = Testbed(memory_mib=memory_mib, cpus=cpus, seed=seed, limits=limits, host_key=host_key)
     await _checkpoint()
     yield testbed
 
@@ -189,11 +196,20 @@ class Testbed:
 
     __test__ = False  # not a pytest test class, although users import it into test modules
 
-    def __init__(self, *, memory_mib: int, cpus: int, seed: int = 0, limits: UvLimits | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        memory_mib: int,
+        cpus: int,
+        seed: int = 0,
+        limits: UvLimits | None = None,
+        host_key: ec.EllipticCurvePrivateKey | None = None,
+    ) -> None:
         if memory_mib <= 0 or cpus <= 0:
             raise UsageError(f"a testbed needs memory and CPUs, got {memory_mib} MiB and {cpus} CPUs")
         self.seed = seed
-        self.server = Server(f"testbed-{seed}", memory_mib * MIB, cpus, server_host_key(seed))
+        key = server_host_key(seed) if host_key is None else host_key
+        self.server = Server(f"testbed-{seed}", memory_mib * MIB, cpus, key)
         self.uv = Ultravisor(self.server, seed=seed, limits=limits)
         self.memory = self.server.memory
         # The top MiB is never handed out: a UVCB with a long header len still reads valid memory.
@@ -354,8 +370,14 @@ class Testbed:
             self._image = image
         return image
 
-    async def secure_guest(self, memory_mib: int = 1, cpus: int = 1) -> SecureGuest:
+    async def secure_guest(
+        self, memory_mib: int = 1, cpus: int = 1, *, image: BuiltImage | bytes | None = None
+    ) -> SecureGuest:
         """Boot a secure guest from an image built for this server (uv-semantics.md §2.2).
+
+        ``image`` boots another image instead (a :class:`protocol.BuiltImage`
+        or the bytes of an image file, from ``sesim image create`` say); it
+        must have a key slot for this server's host key.
 
         INIT_UV (if not yet done) → the image loaded at guest address 0 →
         CREATE_SEC_CONF with storage sized from QUI → CREATE_SEC_CPU per CPU
@@ -368,4 +390,4 @@ class Testbed:
                 for example INIT_UV while a second CPU operates.
         """
         await _checkpoint()
-        return boot_secure_guest(self, memory_mib, cpus)
+        return boot_secure_guest(self, memory_mib, cpus, image=image)

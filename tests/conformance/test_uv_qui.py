@@ -19,7 +19,8 @@ from protocol import QUI_FULL_LENGTH, QuiRequest, QuiResponse, Rc, UvcCommand, q
 from sesim.testbed import open_testbed
 
 HOST_BITS = sorted(c.qui_bit for c in HOST_COMMANDS if c.qui_bit is not None)
-GUEST_BITS = [0, 8, 9]
+GUEST_BITS = [0, 8, 9, 28, 29, 30, 31, 33]
+"""QUI, share, unshare, RETR_ATTEST and the four secret calls (§5)."""
 
 
 def bits_of(qui: QuiResponse) -> list[int]:
@@ -38,7 +39,7 @@ async def test_the_host_qui_shows_every_host_command_and_no_guest_command() -> N
 
 
 @produces(UvcCommand.QUI, Rc.EXECUTED)
-async def test_a_secure_guest_qui_shows_qui_share_and_unshare_only() -> None:
+async def test_a_secure_guest_qui_shows_qui_share_unshare_attestation_and_secrets() -> None:
     async with open_testbed() as tb:
         g = await tb.secure_guest()
         answer = await guest_call(g, QuiRequest())
@@ -99,5 +100,7 @@ async def test_in_a_guest_a_clear_bit_means_invalid_command() -> None:
             block = length.to_bytes(2, "big") + int(command).to_bytes(2, "big") + bytes(length - 4)
             answered = (await guest_call_bytes(g, block)).rc != Rc.INV_CMD
             assert qui.installed(command) == answered or command is UvcCommand.DESTR_SEC_STOR
-            if command in (*HOST_COMMANDS, *NOT_INSTALLED) or command in GUEST_ONLY[2:]:
+            if command in (*HOST_COMMANDS, *NOT_INSTALLED):
                 assert not answered, command.name
+            if command in GUEST_ONLY:
+                assert answered, command.name
