@@ -6,7 +6,8 @@ DIAG 308 subcodes 8 and 10; if the hypervisor reports an error the guest
 stops there. In secure mode the loader (stage3b) finds the kernel and the
 command line through its arguments, in secure memory. Then the guest hands
 its workload to its vCPUs, an operation to each idle vCPU, never two
-operations on the same page at once, and checks every page it reads against
+operations on the same page at once (two reads may share pages; I/O runs as a
+chain of steps on one vCPU, :mod:`actors._guest_io`), and checks every page it reads against
 what it wrote (the self-checking page format of :mod:`actors._workload`).
 """
 
@@ -16,9 +17,12 @@ from collections import deque
 from typing import Any, final
 
 from ._fabric import Actor, Fabric
+from ._guest_io import IO_OPS, GuestIo, digest
+from ._guest_reboot import reboot
+from ._guest_regs import GuestRegisterFile
 from ._messages import Diag308, OpDone, RunOp, Shutdown
 from ._vm import VirtualMachine
-from ._workload import Halt, Read, Stage3b, Write, check_page, make_page, pages_of
+from ._workload import Halt, Read, Reboot, Stage3b, Write, check_page, make_page, pages_of
 
 PAGE = 4096
 
@@ -33,16 +37,23 @@ class GuestActor(Actor):
         super().__init__(fabric, name)
         self.vm = vm
         self.versions: dict[int, int] = {}
+        self.origin: dict[int, int] = {}  # gaddr -> where the page it holds was written (an io-read moves pages)
         self.corruptions: list[str] = []
+        self.io = GuestIo(self) if any(isinstance(op, IO_OPS) for op in vm.spec.workload) else None
+        self.io_tasks: dict[int, Any] = {}
         self.state = "booting"
         self.reason = ""
         self.cmdline = b""
+        self.registers = GuestRegisterFile(vm.name)  # what its program leaves in its CPUs' registers
 
     def page_for_write(self, gaddr: int) -> bytes:
         """Called by a vCPU in SIE when it writes ``gaddr``: the next version of that page."""
         version = self.versions.get(gaddr, 0) + 1
         self.versions[gaddr] = version
-        return make_page(self.vm.name, gaddr, version)
+        self.origin.pop(gaddr, None)
+        page = make_page(self.vm.name, gaddr, version)
+        self.record("guest-write", guest=self.vm.name, gaddr=gaddr, version=version, digest=digest(page))
+        return page
 
     async def main(self) -> None:
         vcpus = self.vm.vcpus
@@ -53,6 +64,10 @@ class GuestActor(Actor):
                 return
         self.state = "running"
         self.record("guest-running", guest=self.vm.name)
+        if self.io is not None and not await self.io.share_pool():  # swiotlb: the bounce buffers are shared
+            await self._halt(vcpus[0])
+            await self._wait_shutdown()
+            return
         await self._run_workload()
         await self._halt(vcpus[0])
         await self._wait_shutdown()
@@ -102,13 +117,36 @@ class GuestActor(Actor):
         seq = 0
         while ops or pending:
             # Dispatch while an idle vCPU exists and the next op's pages are free.
-            while ops and idle and not (set(pages_of(ops[0])) & set().union(*busy_pages.values())):
+            while ops and idle and not _conflicts(ops[0], busy_pages, pending):
+                if isinstance(ops[0], Reboot):  # a barrier: the guest reboots with nothing else in flight
+                    if pending:
+                        break
+                    op = ops.popleft()
+                    if not await reboot(self, op):
+                        ops.clear()
+                        continue
+                    if op.subcode == 3:
+                        self.origin.clear()
+                    # The reset made every shared page private (SET_UNSHARE_ALL): share the pool again.
+                    if self.io is not None and not await self.io.share_pool():
+                        ops.clear()
+                    continue
+                task = None
+                if isinstance(ops[0], IO_OPS):
+                    assert self.io is not None
+                    task = self.io.plan(ops[0])
+                    if task is None:
+                        break  # every bounce buffer is in use: wait for an I/O to finish
                 op = ops.popleft()
                 seq += 1
                 vcpu = idle.popleft()
                 pending[seq] = (op, vcpu)
                 busy_pages[seq] = set(pages_of(op))
-                self.send(vcpu, RunOp(seq=seq, op=op))
+                if task is not None:
+                    self.io_tasks[seq] = task
+                    self.send(vcpu, RunOp(seq=seq, op=self.io.next_step(task)))  # type: ignore[union-attr]
+                else:
+                    self.send(vcpu, RunOp(seq=seq, op=op))
             if not pending:
                 break
             env = await self.receive()
@@ -118,6 +156,18 @@ class GuestActor(Actor):
                 return
             if not isinstance(msg, OpDone):
                 continue
+            task = self.io_tasks.get(msg.seq)
+            if task is not None and msg.ok:
+                assert self.io is not None
+                step, error = self.io.on_done(task, msg.value)
+                if step is not None:
+                    self.send(pending[msg.seq][1], RunOp(seq=msg.seq, op=step))  # the same vCPU goes on
+                    continue
+                if error:
+                    msg = OpDone(seq=msg.seq, cpu=msg.cpu, ok=False, error=error)
+            if task is not None:
+                del self.io_tasks[msg.seq]
+                self.io.release(task)  # type: ignore[union-attr]
             op, vcpu = pending.pop(msg.seq)
             busy_pages.pop(msg.seq)
             idle.append(vcpu)
@@ -144,8 +194,19 @@ class GuestActor(Actor):
             version = self.versions.get(gaddr, 0)
             if version == 0 and gaddr < loaded:
                 continue  # the guest's own boot image lies there (kernel, loaders): not zeros
-            why = check_page(self.vm.name, gaddr, version, data)
+            self.record("guest-read", guest=self.vm.name, gaddr=gaddr, version=version, digest=digest(data))
+            why = check_page(self.vm.name, self.origin.get(gaddr, gaddr), version, data)
             if why:
                 self.corruptions.append(f"{gaddr:#x}: {why}")
                 self.record("corruption", guest=self.vm.name, gaddr=gaddr, why=why)
 
+
+def _conflicts(op: Any, busy_pages: dict[int, set[int]], pending: dict[int, Any]) -> bool:
+    """Whether ``op`` touches a page an operation in flight touches (two reads may share pages)."""
+    pages = set(pages_of(op))
+    if not pages:
+        return False
+    for seq, busy in busy_pages.items():
+        if pages & busy and not (isinstance(op, Read) and isinstance(pending[seq][0], Read)):
+            return True
+    return False

@@ -1,29 +1,27 @@
-"""The hypervisor's secure-mode work: the PV switch at IPL and the teardown.
+"""The hypervisor's secure-mode work: the PV switch at IPL, DIAG 308, and the teardown.
 
 ``diag308`` answers a guest's DIAG 308: subcode 10 runs
 ``s390_machine_protect`` (uv-semantics.md §2.2): CREATE_SEC_CONF with storage
 sized from QUI, CREATE_SEC_CPU per vCPU, SET_SEC_CONF_PARAMS with the header
 that stage3a's arguments point at, UNPACK_IMG page by page in IPIB order with
 the real tweaks, VERIFY_IMG, then CPU_SET_STATE OPR_LOAD and OPR. Any error
-unprotects the VM again and the guest learns rc 0x0a02. ``teardown`` follows
-``KVM_PV_DISABLE`` (§2.5): CPUs, then the configuration, then the pages, and a
-failed destroy leaks its memory rather than free what the UV may own.
+unprotects the VM again and the guest learns rc 0x0a02. Subcodes 0, 1 and 3
+are the guest's resets and re-IPL (:mod:`actors._reset`). ``teardown`` tears
+a halted guest down the way its specification says (:mod:`actors._teardown`:
+synchronously, asynchronously, or as at process exit), then destroys the VM.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from machine import FrameState, SieFormat
 from protocol import (
+    NEED_DESTROY,
     Cc,
     CpuSetStateRequest,
     CpuState,
     CreateSecConfRequest,
     CreateSecCpuRequest,
-    DestrSecStorRequest,
-    DestroySecConfRequest,
-    DestroySecCpuRequest,
     SetSecConfParamsRequest,
     UnpackImgRequest,
     VerifyImgRequest,
@@ -32,6 +30,9 @@ from protocol._ipib import Ipib
 from protocol._stage3 import STAGE3A_ARGS_ADDR, Stage3aArgs
 
 from ._messages import Diag308, Diag308Result, Shutdown
+from ._reclaim import record_host_read
+from ._reset import guest_reset
+from ._teardown import destroy_vm, release, unprotect
 from ._vm import VirtualMachine, VmState
 
 if TYPE_CHECKING:
@@ -41,7 +42,10 @@ PAGE = 4096
 DIAG308_RC_OK = 0x0001
 DIAG308_RC_INVAL_FOR_PV = 0x0A02
 
+
 async def diag308(hv: HypervisorActor, vm: VirtualMachine, msg: Diag308) -> Diag308Result:
+    if msg.subcode in (0, 1, 3):
+        return await guest_reset(hv, vm, msg.subcode, msg.cpu)
     if msg.subcode == 8:
         return Diag308Result(rc=DIAG308_RC_OK, secure=False, detail="IPIB stored")
     if msg.subcode != 10:
@@ -56,6 +60,8 @@ async def diag308(hv: HypervisorActor, vm: VirtualMachine, msg: Diag308) -> Diag
         return Diag308Result(rc=DIAG308_RC_INVAL_FOR_PV, secure=False, detail=error)
     vm.state = VmState.RUNNING
     hv.record("pv-running", guest=vm.name)
+    if vm.spec.dump and not vm.stats.dumps:
+        hv.schedule_dump(vm)
     return Diag308Result(rc=DIAG308_RC_OK, secure=True)
 
 
@@ -84,9 +90,17 @@ async def protect(hv: HypervisorActor, vm: VirtualMachine) -> str:
             guest_asce=vm.space.asce,
         ),
     )
+    vm.own_storage.append((sca, PAGE))
     if response.cc != Cc.OK:
+        if response.rc & NEED_DESTROY:  # the UV kept the storage: destroy the handle before freeing it
+            vm.config_handle = response.guest_handle
+            vm.conf_storage = [(base, qui.conf_base_phys_stor_len), (var, var_len)]
+        else:
+            release(hv, vm, base, qui.conf_base_phys_stor_len)
+            release(hv, vm, var, var_len)
         return f"CREATE_SEC_CONF rc {response.rc:#06x}"
     vm.config_handle = response.guest_handle
+    vm.conf_storage = [(base, qui.conf_base_phys_stor_len), (var, var_len)]
     for num, sie in enumerate(vm.sie_blocks):
         stor = kvm.alloc_contiguous(vm, qui.cpu_stor_len)
         response = await kvm.uvc(
@@ -95,11 +109,11 @@ async def protect(hv: HypervisorActor, vm: VirtualMachine) -> str:
             CreateSecCpuRequest(guest_handle=vm.config_handle, num=num, stor_origin=stor, state_origin=sie.origin),
         )
         if response.cc != Cc.OK:
+            release(hv, vm, stor, qui.cpu_stor_len)
             return f"CREATE_SEC_CPU rc {response.rc:#06x}"
         vm.cpu_handles.append(response.cpu_handle)
-        sie.sdf = SieFormat.SECURE
-        sie.pv_handle_cpu = response.cpu_handle
-        sie.pv_handle_config = vm.config_handle
+        vm.cpu_storage[num] = (stor, qui.cpu_stor_len)
+        sie.to_secure(cpu_handle=response.cpu_handle, config_handle=vm.config_handle)
     # stage3a's arguments tell where the header and the IPIB are (se-format.md §6).
     args_pfn = vm.space.pfn_of(STAGE3A_ARGS_ADDR >> 12)
     if args_pfn is None:
@@ -119,6 +133,7 @@ async def protect(hv: HypervisorActor, vm: VirtualMachine) -> str:
             guest_handle=vm.config_handle, sec_header_origin=hdr_copy, sec_header_len=len(header)
         ),
     )
+    release(hv, vm, hdr_copy, len(header))  # KVM's copy is freed once the UV has read it
     if response.cc != Cc.OK:
         why = "no key slot for this host" if response.rc == 0x0108 else "header refused"
         return f"SET_SEC_CONF_PARAMS rc {response.rc:#06x} rrc {response.rrc:#06x} ({why})"
@@ -146,6 +161,7 @@ async def protect(hv: HypervisorActor, vm: VirtualMachine) -> str:
             response = await kvm.uvc(hv, vm, CpuSetStateRequest(cpu_handle=handle, state=state))
             if response.cc != Cc.OK:
                 return f"CPU_SET_STATE rc {response.rc:#06x}"
+    vm.stopped.clear()
     return ""
 
 
@@ -157,59 +173,30 @@ def guest_bytes(hv: HypervisorActor, vm: VirtualMachine, gaddr: int, length: int
         off = gaddr & 0xFFF
         chunk = min(length, PAGE - off)
         pfn = vm.space.pfn_of(gaddr >> 12)
-        out += bytes(chunk) if pfn is None else memory.host_read(pfn * PAGE + off, chunk)
+        if pfn is None:
+            out += bytes(chunk)
+        else:
+            data = memory.host_read(pfn * PAGE + off, chunk)
+            record_host_read(hv, hv.kvm, vm, gaddr >> 12, pfn, data, reader="qemu")  # the canary monitor
+            out += data
         gaddr += chunk
         length -= chunk
     return bytes(out)
 
 
-async def unprotect(hv: HypervisorActor, vm: VirtualMachine) -> None:
-    """``KVM_PV_DISABLE``: CPUs, then the configuration, then the pages (uv-semantics.md §2.5)."""
-    kvm = hv.kvm
-    assert kvm is not None
-    cpus_ok = True
-    for handle in vm.cpu_handles:
-        response = await kvm.uvc(hv, vm, DestroySecCpuRequest(handle=handle))
-        cpus_ok &= response.cc == Cc.OK
-    vm.cpu_handles.clear()
-    conf_ok = False
-    if vm.config_handle and cpus_ok:
-        response = await kvm.uvc(hv, vm, DestroySecConfRequest(handle=vm.config_handle))
-        conf_ok = response.cc == Cc.OK
-    if vm.config_handle and not conf_ok:
-        # Never free memory the UV may still own: leak the donations on purpose.
-        hv.record("leak", guest=vm.name, donations=len(vm.donations))
-        vm.donations.clear()
-    vm.config_handle = 0
-    for sie in vm.sie_blocks:
-        sie.sdf = SieFormat.NORMAL
-        sie.pv_handle_cpu = sie.pv_handle_config = 0
-    # s390_uv_destroy_range: every page that may still be secure.
-    for gfn in sorted(vm.maybe_secure):
-        pfn = vm.space.pfn_of(gfn)
-        if pfn is not None:
-            await kvm.uvc(hv, vm, DestrSecStorRequest(paddr=pfn * PAGE))
-    vm.maybe_secure.clear()
-
-
 async def teardown(hv: HypervisorActor, vm: VirtualMachine, reason: str) -> None:
+    """The guest halted: stop its CPUs, tear its configuration down, destroy the VM (§2.5)."""
     if vm.state not in (VmState.REFUSED,):
         vm.state = VmState.HALTED if not reason.startswith("error") else VmState.STOPPED
     if not vm.reason:
         vm.reason = reason
     if vm.protected:
-        for handle in vm.cpu_handles:
+        for handle in vm.cpu_handles:  # QEMU stops every vCPU first
             await hv.kvm.uvc(hv, vm, CpuSetStateRequest(cpu_handle=handle, state=CpuState.STP))
-        await unprotect(hv, vm)
+        vm.stats.teardown = await unprotect(hv, vm, vm.spec.teardown)
+        hv.record("teardown", guest=vm.name, mode=vm.stats.teardown)
     for vcpu in vm.vcpus:
         hv.send(vcpu, Shutdown())
     hv.send(vm.guest, Shutdown())
-    # Give the guest's memory back to the host.
-    for gfn, pfn in list(vm.space.mappings()):
-        vm.space.unmap(gfn)
-        if hv.server.memory.state_of(pfn) is FrameState.HOST:
-            hv.server.memory.frame(pfn).fill(None)
-            hv.allocator.free(pfn)
-    hv.server.remove_address_space(vm.space.asce)
-    hv.record("vm-destroy", guest=vm.name, state=vm.state.value, reason=vm.reason)
-
+    await destroy_vm(hv, vm)
+    hv.record("vm-destroy", guest=vm.name, state=vm.state.value, reason=vm.reason, leaked=vm.stats.leaked_pages)

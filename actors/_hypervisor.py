@@ -16,6 +16,7 @@ from machine import AddressSpace, Server, SieBlock
 from machine._alloc import FrameAllocator
 from protocol import QuiRequest
 
+from ._dump import DUMP_DELAY_NS, DumpRequest, dump_guest
 from ._fabric import Actor, Fabric
 from ._hv_pv import diag308, teardown
 from ._kvm import Kvm
@@ -53,12 +54,13 @@ class HypervisorActor(Actor):
         self._make_vcpu = make_vcpu
         self._make_guest = make_guest
         self.kvm: Kvm | None = None
+        self.kvm_options: dict[str, Any] = {}  # Kvm's keyword arguments (bugs, memory limit, helper threads)
         self._asce = ASCE_BASE
 
     async def main(self) -> None:
         await self.receive()  # Start from the LPAR
         qui = await uvc_retry(self, self.uv_actor, QuiRequest())
-        self.kvm = kvm = Kvm(self.server, self.allocator, self.uv_actor, qui)
+        self.kvm = kvm = Kvm(self.server, self.allocator, self.uv_actor, qui, **self.kvm_options)
         for spec in self.specs:
             kvm.vms.append(self._create_vm(spec))
         live = len(kvm.vms)
@@ -68,13 +70,27 @@ class HypervisorActor(Actor):
             if isinstance(msg, Diag308):
                 self.reply(env, await diag308(self, self._vm(msg.guest), msg))
             elif isinstance(msg, VirtioNotify):
-                self.reply(env, Ack(detail="notified"))
+                if kvm.virtio is not None:
+                    kvm.virtio.submit(env)  # type: ignore[attr-defined]  # the device answers the vCPU
+                else:
+                    self.reply(env, Ack(detail="notified"))
             elif isinstance(msg, GuestHalted):
                 vm = self._vm(msg.guest)
                 self.reply(env, Ack())
                 await teardown(self, vm, msg.reason)
                 live -= 1
+            elif isinstance(msg, DumpRequest):
+                vm = self._vm(msg.guest)
+                if vm.protected:
+                    await dump_guest(self, vm)
+        for helper in (kvm.reclaimer, kvm.virtio):
+            if helper is not None:
+                self.send(helper, Shutdown())
         self.send(self.uv_actor, Shutdown())
+
+    def schedule_dump(self, vm: VirtualMachine) -> None:
+        """Dump ``vm`` a little after it started running (actors._dump)."""
+        self.send_after(DUMP_DELAY_NS, self, DumpRequest(guest=vm.name))
 
     def _vm(self, name: str) -> VirtualMachine:
         assert self.kvm is not None
@@ -89,15 +105,16 @@ class HypervisorActor(Actor):
         vm = VirtualMachine(spec=spec, space=space)
         self.record("vm-create", guest=spec.name, secure=spec.secure, memory=spec.memory, cpus=spec.cpus)
         if spec.image is not None:
-            self._load_image(vm, spec.image)
+            self.load_image(vm, spec.image)
         for num in range(spec.cpus):
             origin = self.kvm.alloc_contiguous(None, PAGE)
+            vm.own_storage.append((origin, PAGE))  # freed when the VM is destroyed
             vm.sie_blocks.append(SieBlock(origin=origin))
             vm.vcpus.append(self._make_vcpu(self, vm, num))
         vm.guest = self._make_guest(self, vm)
         return vm
 
-    def _load_image(self, vm: VirtualMachine, image: bytes) -> None:
+    def load_image(self, vm: VirtualMachine, image: bytes) -> None:
         """QEMU loads the image file at guest address 0 (file offset = guest address)."""
         assert self.kvm is not None
         memory = self.server.memory

@@ -9,13 +9,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from machine import Server, Ultravisor, UvLimits
 from machine._alloc import FrameAllocator
 
+from ._bugs import NO_BUGS, BugSwitches
 from ._fabric import Fabric
 from ._faults import NO_FAULTS, FaultPlan
 from ._guest import GuestActor
 from ._hypervisor import HypervisorActor
 from ._lpar import LparActor
+from ._reclaim import ReclaimActor
 from ._ultravisor import UltravisorActor
 from ._vcpu import VcpuActor
+from ._virtio import VirtioActor
 from ._vm import VmSpec
 
 PAGE = 4096
@@ -38,6 +41,8 @@ class System:
         seed: int,
         limits: UvLimits | None = None,
         faults: FaultPlan = NO_FAULTS,
+        bugs: BugSwitches = NO_BUGS,
+        guest_memory_limit: int | None = None,
     ) -> None:
         self.fabric = fabric
         self.server = Server(server_name, memory, cpus, host_key)
@@ -59,6 +64,17 @@ class System:
             make_guest=lambda hv, vm: GuestActor(fabric, f"{vm.name}.os", vm),
         )
         self.lpar = LparActor(fabric, "lpar", self.uv_actor, self.hypervisor, self.allocator)
+        # Host kernel threads and QEMU's I/O backends (actors._reclaim, actors._virtio).
+        self.reclaim = ReclaimActor(fabric, "kswapd", self.hypervisor)
+        self.virtio = VirtioActor(fabric, "virtio", self.hypervisor)
+        self.bugs = bugs
+        self.hypervisor.kvm_options = {
+            "bugs": bugs,
+            "limit_pages": None if guest_memory_limit is None else guest_memory_limit // PAGE,
+            "faults": faults,
+            "reclaimer": self.reclaim,
+            "virtio": self.virtio,
+        }
         self.server.memory.on_transition = self._frame_event
         self.server.memory.on_range = self._frames_event
 

@@ -55,7 +55,7 @@ class UltravisorActor(Actor):
         uv: the machine-level ultravisor whose rules decide each call.
         busy_fault: a callable ``(command) -> bool`` deciding whether to
             answer busy anyway (a fault site of stress campaigns); ``None``
-            for never.
+            for never. Returning ``Cc.PARTIAL`` answers cc 3 instead.
     """
 
     kind = "ultravisor"
@@ -109,9 +109,11 @@ class UltravisorActor(Actor):
         command = request.COMMAND
         keys = self.footprint(call.caller, request)
         held = self._held
-        if any(key in held for key in keys) or (self.busy_fault is not None and self.busy_fault(command)):
+        fault = any(key in held for key in keys) or (self.busy_fault is not None and self.busy_fault(command))
+        if fault:
             self.busy += 1
-            self.reply(env, RESPONSE_TYPES[command](cc=Cc.BUSY, rc=0, rrc=0))
+            cc = Cc.PARTIAL if fault is Cc.PARTIAL else Cc.BUSY  # a fault hook may answer partial (cc 3)
+            self.reply(env, RESPONSE_TYPES[command](cc=cc, rc=0, rrc=0))
             return
         cost = UVC_COST.get(command, DEFAULT_UVC_COST)
         if not keys:

@@ -39,6 +39,13 @@ class VmSpec:
     workload: tuple[Any, ...]
     image: bytes | None = field(default=None, repr=False)
     image_name: str = ""
+    teardown: str = "sync"
+    """How a secure guest is torn down when it halts: "sync" (KVM_PV_DISABLE), "async"
+    (prepare + perform from a cleanup thread; guests over 2 GiB) or "exit" (process exit)."""
+    dump: bool = False
+    """The hypervisor dumps the guest once, while it runs (actors._dump)."""
+    cleanup_delay: int = 0
+    """Virtual ns the asynchronous cleanup thread waits before its PERFORM (for race tests)."""
 
 
 @define(kw_only=True, eq=False)
@@ -53,6 +60,20 @@ class VmStats:
     pages_written: int = 0
     pages_read: int = 0
     busy: int = 0
+    reboots: int = 0
+    dumps: int = 0
+    teardown: str = ""
+    leaked_pages: int = 0
+    # -- memory under pressure and I/O (actors._kvm, _reclaim, _swap, _virtio, _guest_io) --
+    swap_outs: int = 0
+    swap_ins: int = 0
+    ebusy: int = 0  # imports that found the page busy (writeback, extra references)
+    eagain: int = 0  # imports answered -EAGAIN (the vCPU re-entered SIE and tried again)
+    io_requests: int = 0
+    io_pages: int = 0
+    io_errors: int = 0
+    io_retries: int = 0
+    bounce_pins: int = 0  # bounce-buffer pages the devices pinned (FOLL_PIN) for a request
 
 
 @define(kw_only=True, eq=False)
@@ -71,6 +92,22 @@ class VirtualMachine:
     stats: VmStats = field(factory=VmStats)
     vcpus: list[Any] = field(factory=list)
     guest: Any = None
+    # -- KVM's bookkeeping for teardown, reboot and dump (actors._teardown, _reset, _dump) --
+    conf_storage: list[tuple[int, int]] = field(factory=list)  # base and variable storage of the configuration
+    cpu_storage: dict[int, tuple[int, int]] = field(factory=dict)  # vCPU number -> its secure CPU's storage
+    own_storage: list[tuple[int, int]] = field(factory=list)  # KVM's own buffers (SCA, header copy)
+    leaked: list[tuple[int, int]] = field(factory=list)  # storage the UV may still own: never freed
+    set_aside: Any = None  # the configuration an asynchronous teardown left behind
+    need_cleanup: list[Any] = field(factory=list)  # leftovers a cleanup could not finish
+    cleaners: list[Any] = field(factory=list)  # cleanup threads started for this VM
+    stopped: set[int] = field(factory=set)  # vCPUs a reset stopped (until SIGP START)
+    dumping: bool = False  # kvm->arch.pv.dumping: KVM_RUN answers -EINVAL
+    dumps: list[Any] = field(factory=list)  # what the dumps produced (host data: ciphertext)
+    # -- host memory management (actors._kvm, _swap, _virtio) --
+    swap_ptes: dict[int, int] = field(factory=dict)  # gfn -> swap slot: swapped-out pages
+    memory_released: bool = False  # exit_mmap ran: no page of this VM is the host's to touch
+    virtio_ready: bool = False  # the guest shared its rings and bounce buffers
+    protected_count: int = 0  # configurations left in this mm besides the current one (async teardown)
 
     @property
     def name(self) -> str:

@@ -2,7 +2,8 @@
 
 A workload is a list of operations, one a string, written per guest in the
 run configuration. The guest hands them to its vCPUs in order (an idle vCPU
-takes the next one; two operations on the same page never overlap):
+takes the next one; two operations on the same page never overlap, unless
+both are reads):
 
 ==========================  ===================================================
 ``write ADDR [pages=N]``    write N pages from guest address ADDR (a new
@@ -11,12 +12,32 @@ takes the next one; two operations on the same page never overlap):
                             guest last wrote there (never-written pages must
                             read as zeros)
 ``compute NS``              compute for NS nanoseconds of virtual time
-``diag500 [queue=Q]``       DIAG 0x500: virtio notification (intercept 104)
+``diag500 [queue=Q] [fn=F]``  DIAG 0x500: virtio notification (intercept 104);
+                            a function code F other than 3 is answered with a
+                            specification exception
+``diag288 [fn=F] [timeout=S]``  DIAG 0x288: the watchdog (intercept 104); an
+                            invalid function or a timeout below 15 s is a
+                            specification exception
 ``diag9c [cpu=C]``          DIAG 0x9c: yield to CPU C (intercept 108)
+``diag44``                  DIAG 0x44: voluntary time-slice end (intercept 108)
+``reboot clear|normal``     DIAG 308 subcode 0 (modified clear) or 1 (load
+                            normal): the guest stores its restart PSW at
+                            absolute 0 and resets; it stays secure, its memory
+                            is kept, and it boots again at that PSW
+``reboot reipl``            DIAG 308 subcode 3: re-IPL, through non-secure mode
+                            (the configuration is torn down and a new one is
+                            built from the image; memory contents are lost)
 ``spx ADDR``                SET PREFIX to ADDR (intercept 108, prefix in the SIDA)
 ``share ADDR``              SET_SHARED_ACCESS on the page at ADDR
 ``unshare ADDR``            REMOVE_SHARED_ACCESS on the page at ADDR
 ``uvc qui``                 a QUI from inside the guest
+``io-write BLOCK ADDR [pages=N]``  write N private pages to the virtio block
+                            device from block BLOCK on, through shared bounce
+                            buffers (encrypted with the guest's disk key)
+``io-read BLOCK ADDR [pages=N]``   read N blocks back into private memory at
+                            ADDR and check them against what was written
+``net-send ADDR [pages=N]`` send N pages on the virtio network device
+                            (encrypted with the guest's network key)
 ``halt``                    stop: the guest is done
 ==========================  ===================================================
 
@@ -72,6 +93,31 @@ class Compute:
 @frozen(kw_only=True)
 class Diag500:
     queue: int = 0
+    fn: int = 3  # KVM_S390_VIRTIO_CCW_NOTIFY
+
+
+@frozen(kw_only=True)
+class Diag288:
+    fn: int = 0  # WDT_DIAG288_INIT
+    timeout: int = 30
+
+
+@frozen(kw_only=True)
+class Diag44:
+    pass
+
+
+REBOOT_SUBCODES = {"clear": 0, "normal": 1, "reipl": 3}
+"""DIAG 308 subcodes of ``reboot KIND``."""
+
+
+@frozen(kw_only=True)
+class Reboot:
+    kind: str = "normal"
+
+    @property
+    def subcode(self) -> int:
+        return REBOOT_SUBCODES[self.kind]
 
 
 @frozen(kw_only=True)
@@ -100,6 +146,26 @@ class GuestQui:
 
 
 @frozen(kw_only=True)
+class IoWrite:
+    block: int
+    addr: int
+    pages: int = 1
+
+
+@frozen(kw_only=True)
+class IoRead:
+    block: int
+    addr: int
+    pages: int = 1
+
+
+@frozen(kw_only=True)
+class NetSend:
+    addr: int
+    pages: int = 1
+
+
+@frozen(kw_only=True)
 class Halt:
     pass
 
@@ -109,7 +175,14 @@ class Stage3b:
     """Internal, not part of the language: the stage3b loader's work after the secure IPL."""
 
 
-Op = Write | Read | Compute | Diag500 | Diag9c | SetPrefix | Share | Unshare | GuestQui | Halt
+@frozen(kw_only=True)
+class SigpStart:
+    """Internal, not part of the language: SIGP START of CPU ``cpu`` (a reboot restarts the others)."""
+
+    cpu: int
+
+
+Op = Write | Read | Compute | Diag500 | Diag288 | Diag9c | Diag44 | SetPrefix | Share | Unshare | GuestQui | Reboot | IoWrite | IoRead | NetSend | Halt
 
 
 def _int(text: str, what: str) -> int:
@@ -167,8 +240,22 @@ def parse_op(text: str) -> Op:
         return Compute(ns=value)
     if name == "diag500":
         need(0)
-        only("queue")
-        return Diag500(queue=_int(options.get("queue", "0"), where))
+        only("queue", "fn")
+        return Diag500(queue=_int(options.get("queue", "0"), where), fn=_int(options.get("fn", "3"), where))
+    if name == "diag288":
+        need(0)
+        only("fn", "timeout")
+        return Diag288(fn=_int(options.get("fn", "0"), where), timeout=_int(options.get("timeout", "30"), where))
+    if name == "diag44":
+        need(0)
+        only()
+        return Diag44()
+    if name == "reboot":
+        (kind,) = need(1)
+        only()
+        if kind.lower() not in REBOOT_SUBCODES:
+            raise UsageError(f"{where}: reboot takes {', '.join(REBOOT_SUBCODES)}, not {kind!r}")
+        return Reboot(kind=kind.lower())
     if name == "diag9c":
         need(0)
         only("cpu")
@@ -191,6 +278,20 @@ def parse_op(text: str) -> Op:
         need(0)
         only()
         return Halt()
+    if name in ("io-write", "io-read", "net-send"):
+        only("pages")
+        pages = _int(options.get("pages", "1"), where)
+        if not 1 <= pages <= 4096:
+            raise UsageError(f"{where}: pages must be 1..4096")
+        if name == "net-send":
+            (addr,) = need(1)
+            return NetSend(addr=_addr(addr, where), pages=pages)
+        block, addr = need(2)
+        first = _int(block, where)
+        if first < 0 or first + pages > 1 << 32:
+            raise UsageError(f"{where}: block numbers must stay in 0..2**32-1")
+        cls = IoWrite if name == "io-write" else IoRead
+        return cls(block=first, addr=_addr(addr, where), pages=pages)
     raise UsageError(f"{where}: unknown operation {name!r}")
 
 
@@ -204,7 +305,7 @@ def parse_workload(lines: Iterable[str]) -> tuple[Op, ...]:
 
 def pages_of(op: Op) -> Sequence[int]:
     """Guest frame numbers the operation touches (for the no-overlap rule)."""
-    if isinstance(op, Write | Read):
+    if isinstance(op, Write | Read | IoWrite | IoRead | NetSend):
         first = op.addr // PAGE
         return range(first, first + op.pages)
     if isinstance(op, SetPrefix):

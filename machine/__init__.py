@@ -8,6 +8,7 @@ from ._cpu import CpuRunState as CpuRunState
 from ._cpu import CpuState as CpuState
 from ._cpu import Psw as Psw
 from ._cpu import SecureCpuState as SecureCpuState
+from ._cpu import SecureSieView as SecureSieView
 from ._cpu import SieBlock as SieBlock
 from ._cpu import SieFormat as SieFormat
 from ._dat import AddressSpace as AddressSpace
@@ -29,9 +30,16 @@ from ._uv_core import NotificationIntercept as NotificationIntercept
 from ._uv_core import SecureConfig as SecureConfig
 from ._uv_core import Ultravisor as Ultravisor
 from ._uv_core import _register_handlers
-from ._uv_cpu import ValidityIntercept as ValidityIntercept
-from ._uv_cpu import sie_entry as sie_entry
-from ._uv_cpu import sie_exit as sie_exit
+from ._uv_sie import PrefixIntercept as PrefixIntercept
+from ._uv_sie import SieExit as SieExit
+from ._uv_sie import ValidityIntercept as ValidityIntercept
+from ._uv_sie import ValidityReason as ValidityReason
+from ._uv_sie import diag_intercept as diag_intercept
+from ._uv_sie import sie_entry as sie_entry
+from ._uv_sie import sie_exit as sie_exit
+from ._uv_sie import sigp_intercept as sigp_intercept
+from ._uv_sie import spx_intercept as spx_intercept
+from ._uv_sie import uvc_intercept as uvc_intercept
 from ._uv_limits import UvLimits as UvLimits
 
 _register_handlers()

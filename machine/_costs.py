@@ -47,3 +47,19 @@ PAGE_FAULT_HANDLING: Final = 2_000
 GUEST_PAGE_WRITE: Final = 600
 GUEST_PAGE_READ: Final = 400
 HOST_PAGE_COPY: Final = 700
+
+# Host memory under pressure and guest I/O (uv-semantics.md §3.4, §4).
+UVC_REISSUE: Final = 200
+"""A UVC re-issued after a busy or partial answer (``uv_call``'s loop): the instruction's own time."""
+SWAP_WRITE: Final = 12_000
+"""Writing one page to the swap device."""
+SWAP_READ: Final = 10_000
+"""Reading one page back from the swap device."""
+RECLAIM_SCAN: Final = 500
+"""The reclaim thread picking its next victim."""
+VIRTIO_BLOCK_IO: Final = 8_000
+"""One block request of the virtio block device (per page)."""
+VIRTIO_NET_IO: Final = 3_000
+"""One packet of the virtio network device (per page)."""
+GUEST_BOUNCE_COPY: Final = 700
+"""The guest copying (and encrypting) one page into or out of a bounce buffer."""

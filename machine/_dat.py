@@ -35,6 +35,16 @@ class AddressSpace:
         self.size = size
         self._map: dict[int, int] = {}
 
+    def with_asce(self, asce: int) -> AddressSpace:
+        """Another top-level table over the same lower tables (``s390_replace_asce``).
+
+        The new space sees every mapping this one has, now and later; the old
+        ASCE keeps naming this object, for a configuration that still uses it.
+        """
+        twin = AddressSpace(asce, self.size)
+        twin._map = self._map
+        return twin
+
     def translate(self, gaddr: int) -> int | None:
         """Host physical address behind ``gaddr``, or ``None`` if it is not mapped."""
         pfn = self._map.get(gaddr >> PAGE_SHIFT)

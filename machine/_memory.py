@@ -102,6 +102,9 @@ class HostMemory:
         self._invalid: set[int] = set()
         self.on_transition: TransitionHook | None = None
         self.on_range: RangeHook | None = None
+        self.guest_page_of: Callable[[Frame], int | None] | None = None
+        """The ultravisor's record of the guest frame number a secure or shared frame holds
+        (set by :class:`machine.Ultravisor`); the CPU in SIE checks it on every guest access."""
 
     # ------------------------------------------------------------ frames
     def frame(self, pfn: int) -> Frame:
@@ -123,10 +126,10 @@ class HostMemory:
 
     def set_state(self, frame: Frame, state: FrameState, owner: int = 0) -> None:
         """Move ``frame`` to ``state`` (reported to :attr:`on_transition`)."""
-        old = frame.state
+        old, old_owner = frame.state, frame.owner
         frame.state = state
         frame.owner = owner
-        if self.on_transition is not None and old is not state:
+        if self.on_transition is not None and (old is not state or old_owner != owner):
             self.on_transition(frame.pfn, old, state, owner)
 
     def set_state_range(

@@ -38,9 +38,18 @@ def guest_frame(memory: HostMemory, space: AddressSpace, config_handle: int, gad
     state = frame.state
     if config_handle:
         if state in _GUEST_OK and frame.owner == config_handle:
+            # The UV records which guest page a secure frame holds: the same frame reached through
+            # another guest address (the hypervisor aliased or moved it without an export) is a
+            # secure-storage violation (PGM 0x3f; Linux do_secure_storage_violation: "KVM messed
+            # up the secure guest mapping").
+            recorded = None if memory.guest_page_of is None else memory.guest_page_of(frame)
+            if recorded is not None and recorded != gaddr >> PAGE_SHIFT:
+                raise ProgramInterrupt(PgmCode.SECURE_STORAGE_VIOLATION, gaddr)
             return frame
-        if state is FrameState.DONATED or (state in _GUEST_OK and frame.owner != config_handle):
+        if state is FrameState.DONATED or state is FrameState.SECURE:
             raise ProgramInterrupt(PgmCode.SECURE_STORAGE_ACCESS, gaddr)
+        # A page another configuration shares is not secure: 0x3e, no 0x3d (uv-semantics.md §3.5,
+        # should_export_before_import: "shared pages ... don't trigger a secure storage exception").
         raise ProgramInterrupt(PgmCode.NON_SECURE_STORAGE_ACCESS, gaddr)
     if state is FrameState.DONATED or state is FrameState.SECURE:
         raise ProgramInterrupt(PgmCode.SECURE_STORAGE_ACCESS, gaddr)

@@ -1,7 +1,9 @@
 """How the ultravisor reaches memory for a call: UVCBs of the host or of a guest, and ownership.
 
 A UVCB of the host is read at host addresses; an invalid page there is
-program interruption 0x11 (uv-interface.md §1). A guest's UVCB is read at
+program interruption 0x11 (uv-interface.md §1), a secure or donated page
+0x3d (the host cannot make the UV read or write what it may not touch
+itself). A guest's UVCB is read at
 guest absolute addresses through the address space of its configuration,
 and each page must be one the guest could access itself
 (:func:`machine.guest_frame`): otherwise SIE exits with the interruption
@@ -18,7 +20,7 @@ from protocol import SesimInternalError
 from protocol._uvc_codes import PgmCode
 
 from ._dat import AddressSpace
-from ._memory import PAGE_SHIFT, PAGE_SIZE, Frame, FrameState, HostMemory
+from ._memory import HOST_INACCESSIBLE, PAGE_SHIFT, PAGE_SIZE, Frame, FrameState, HostMemory
 from ._pgm import ProgramInterrupt
 from ._sie import guest_frame
 
@@ -44,19 +46,44 @@ def uv_owned_in(memory: HostMemory, origin: int, length: int) -> bool:
     return any(first <= f.pfn < end and f.state is not FrameState.HOST for f in memory.frames())
 
 
+def host_inaccessible_in(memory: HostMemory, origin: int, length: int) -> int | None:
+    """The first page of ``[origin, origin+length)`` a host access may not touch (secure or donated), or None.
+
+    The UV acts for the host on host memory only: a host operand that lies in
+    a guest's secure storage or in UV storage is refused as the host's own
+    access would be (PGM 0x3d, uv-interface.md §4), never read or written for
+    it. Otherwise a UVCB or an SE header placed on a secure page would make
+    the UV parse the guest's plaintext and write its answer into it.
+    """
+    if length <= 0:
+        return None
+    for pfn in range(origin >> PAGE_SHIFT, ((origin + length - 1) >> PAGE_SHIFT) + 1):
+        if memory.state_of(pfn) in HOST_INACCESSIBLE:
+            return pfn << PAGE_SHIFT
+    return None
+
+
 @final
 class HostView:
-    """A host UVCB: host addresses; an invalid page (or beyond memory) is PGM 0x11."""
+    """A host UVCB: host addresses; an invalid page (or beyond memory) is PGM 0x11, a secure or
+    donated page PGM 0x3d (the host's own access to it would take 0x3d)."""
 
     def __init__(self, memory: HostMemory) -> None:
         self.memory = memory
 
-    def read(self, addr: int, length: int) -> bytes:
+    def _check(self, addr: int, length: int) -> None:
         if not self.memory.is_valid(addr, length):
             raise ProgramInterrupt(PgmCode.PAGE_TRANSLATION, addr)
+        secure = host_inaccessible_in(self.memory, addr, length)
+        if secure is not None:
+            raise ProgramInterrupt(PgmCode.SECURE_STORAGE_ACCESS, secure)
+
+    def read(self, addr: int, length: int) -> bytes:
+        self._check(addr, length)
         return self.memory.raw_read(addr, length)
 
     def write(self, addr: int, data: bytes) -> None:
+        self._check(addr, len(data))
         self.memory.raw_write(addr, data)
 
 

@@ -62,6 +62,9 @@ RC_CPU_STOR_UNALIGNED = 0x0108
 """CREATE_SEC_CPU: CPU storage not page aligned (sesim's choice)."""
 
 
+_HOST_ACCESSIBLE = (FrameState.EXPORTED, FrameState.SHARED, FrameState.SHARED_PINNED)
+
+
 def _overlaps(a: int, alen: int, b: int, blen: int) -> bool:
     return a < b + blen and b < a + alen
 
@@ -224,10 +227,18 @@ def destroy_config(uv: Ultravisor, conf: SecureConfig, *, clean_memory: bool) ->
     With ``clean_memory`` (DESTROY_SEC_CONF, commit ff63b9bfa56d) every page it
     still owns is cleared and becomes host memory. Without it (the FAST
     variant) its secure pages stay secure for a configuration that no longer
-    exists, until the host destroys them one by one (uv-semantics.md §2.5).
+    exists, until the host destroys them one by one (uv-semantics.md §2.5);
+    its exported pages (ciphertext nobody can import any more) and its
+    shared pages (plaintext the guest gave away) are the host's at once.
     """
     if clean_memory:
         _clean_pages(uv, conf, len(conf.secure_frames))
+    # Exported and shared pages are host-accessible already; with the configuration its export
+    # records and its sharing go, so they stop being tracked (bytes kept). An exported frame may
+    # have left ``secure_frames`` at its export, so every frame the configuration owns is looked at.
+    for frame in list(uv.memory.frames()):
+        if frame.owner == conf.handle and frame.state in _HOST_ACCESSIBLE:
+            uv.release_frame(frame, clear=False)
     uv.reclaim(conf.base_origin, conf.base_len)
     uv.reclaim(conf.var_origin, conf.var_len)
     del uv.configs[conf.handle]

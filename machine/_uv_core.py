@@ -167,8 +167,7 @@ class SecureConfig:
     exports: dict[int, ExportRecord] = field(factory=dict)  # gfn -> last export
     ever_secure: set[int] = field(factory=set)  # gfns that were secure once
     dumping: bool = False
-    reset_prepared: bool = False
-    restart_psw: Any = None  # the PSW at absolute 0, read at PREPARE_RESET
+    reset_prepared: bool = False  # PREPARE_RESET ran; OPR_LOAD ends the guest reset (machine._uv_cpu)
     secret_store: Any = field(default=None, repr=False)  # machine._uv_secret_store.SecretStore, on first use
     destroying: bool = False  # a DESTROY_SEC_CONF answered cc 3 and must be re-issued
 
@@ -197,6 +196,12 @@ class Ultravisor:
         # QUI shows, and the UV answers, only what this model implements.
         self.host_installed = self.limits.host_commands() & HANDLERS.keys()
         self.guest_installed = self.limits.guest_commands() & HANDLERS.keys()
+        self.memory.guest_page_of = self.guest_page_of
+
+    def guest_page_of(self, frame: Frame) -> int | None:
+        """The guest frame number ``frame`` holds for its configuration, if it is secure or shared."""
+        conf = self.configs.get(frame.owner)
+        return None if conf is None else conf.secure_frames.get(frame.pfn)
 
     # ------------------------------------------------------------ helpers
     def new_handle(self) -> int:
@@ -385,7 +390,7 @@ class Ultravisor:
 
 def _register_handlers() -> None:
     # Importing the handler modules registers their commands.
-    from . import _uv_conf, _uv_cpu, _uv_guest, _uv_image, _uv_storage  # noqa: F401
+    from . import _uv_conf, _uv_cpu, _uv_dump, _uv_guest, _uv_image, _uv_storage  # noqa: F401
 
 
 __all__ = [

@@ -15,7 +15,8 @@ first available)::
 
     0x0020            bad configuration handle
     0x0003            not right after CREATE_SEC_CONF (sesim's choice)
-    0x0103            header not readable, of its first 8 KiB (an rc here, never a PGM)
+    0x0103            header not readable, of its first 8 KiB (an rc here, never a PGM;
+                      also on secure or donated storage)
     0x010a / 0x0031   too short for any header (less than the fixed part and one key slot)
     0x0108 / 0x0005   no key slot for this host's key (also: no slots, or no header at all)
     0x010a / 0x0031   sec_header_len differs from the header's own size
@@ -48,6 +49,7 @@ from protocol._uvc_codes import Rc, SetSecConfParamsRc, SetSecConfParamsRrc, Uvc
 from protocol._uvcb_base import UvcResponse
 
 from ._memory import PAGE_SIZE, FrameState
+from ._uv_access import host_inaccessible_in
 from ._uv_core import Caller, ConfigPhase, Ultravisor, fail, handles, ok
 
 _HEAD = struct.Struct(">8sII")
@@ -86,9 +88,14 @@ RC_UNPACK_PAGE_STATE = 0x0102
 
 
 def _read_header(uv: Ultravisor, origin: int, length: int) -> bytes:
-    """The header bytes as the UV reads them: at most 8 KiB, each page must be valid."""
+    """The header bytes as the UV reads them: at most 8 KiB, each page valid host memory.
+
+    A header on secure or donated storage is not the host's to give: it is
+    "not readable" (rc 0x0103) rather than a guest's plaintext parsed as a
+    header (:func:`machine._uv_access.host_inaccessible_in`).
+    """
     span = min(length, MAX_HEADER_SIZE)
-    if not uv.memory.is_valid(origin, span):
+    if not uv.memory.is_valid(origin, span) or host_inaccessible_in(uv.memory, origin, span) is not None:
         fail(SetSecConfParamsRc.HEADER_INACCESSIBLE)
     return uv.memory.raw_read(origin, span)
 

@@ -7,12 +7,21 @@ Frame transitions of uv-semantics.md §3.1:
   the UV kept at export and decrypted. A replayed older ciphertext, a
   ciphertext moved to another guest address, or one from another
   configuration does not match and the import fails (cc 1); the frame is
-  left as it was.
+  left as it was. A guest page that is still secure in another frame (the
+  host remapped it without an export) fails too (:data:`RC_GADDR_ALIASED`).
+  A frame secure for another configuration is refused; a frame *shared* by
+  another configuration is refused too unless the UV has the MISC feature,
+  which hands it over (uv-semantics.md §1.4; without MISC the host must
+  export it first, §3.5). An exported frame is ordinary host memory: any
+  configuration may import into it.
 * CONV_FROM_SEC_STOR (export, host, by host address): AES-256-XTS with the
   configuration's own key and a fresh tweak per export, in place; the UV
-  keeps (tweak, SHA-512 of the ciphertext) for that guest page. Exporting a
-  page that is not secure is a no-op ("UV calls will become a no-op if the
-  folio is already exported", uv.c).
+  keeps (tweak, SHA-512 of the ciphertext) for that guest page and forgets
+  the frame, which is the host's now. Exporting a page that is not secure is
+  a no-op ("UV calls will become a no-op if the folio is already exported",
+  uv.c). A *shared* page is exported as it is (the host may read it anyway,
+  sesim's choice); the UV remembers only that it was shared, and its next
+  import makes it shared again.
 * DESTR_SEC_STOR: clears a secure page and gives it to the host; on a page
   that is not secure it answers success, or rc 0x0107 rrc 0x000d with
   :attr:`UvLimits.legacy_destroy_rc` (the legacy interface that Linux
@@ -30,12 +39,27 @@ from __future__ import annotations
 import hashlib
 
 from protocol._components import decrypt_page, encrypt_page, xts_algorithm
-from protocol._uvc_codes import DestrSecStorRc, DestrSecStorRrc, SharedAccessRc, UvcCommand
+from protocol._uvc_codes import (
+    DestrSecStorRc,
+    DestrSecStorRrc,
+    SharedAccessRc,
+    UvcCommand,
+    UvFeature,
+)
 from protocol._uvcb_base import UvcResponse
 
 from ._memory import PAGE_SIZE, Frame, FrameState
 from ._sie import guest_frame
-from ._uv_core import Caller, ExportRecord, NotificationIntercept, SecureConfig, Ultravisor, fail, handles, ok
+from ._uv_core import (
+    Caller,
+    ExportRecord,
+    NotificationIntercept,
+    SecureConfig,
+    Ultravisor,
+    fail,
+    handles,
+    ok,
+)
 
 RC_IMPORT_INTEGRITY = 0x0107
 """Import of an exported page whose ciphertext does not match (sesim's choice; Linux maps any cc 1 to -EINVAL)."""
@@ -47,46 +71,88 @@ RC_NOT_SHARED = 0x0103
 """PIN_PAGE_SHARED / UNPIN on a page that is not shared (sesim's choice)."""
 RC_DONATED = 0x0104
 """The frame is UV storage, not guest memory (sesim's choice)."""
+RC_GADDR_ALIASED = 0x0109
+"""Import of a guest page that is secure in another frame right now (sesim's choice)."""
 RC_CONFIG_HAS_CPUS = RC_NOT_SECURE
 """DESTR_SEC_STOR on a page of a configuration that still has secure CPUs (sesim's choice;
 the host falls back to export, uv-semantics.md §3.3)."""
 
 _SHARED = (FrameState.SHARED, FrameState.SHARED_PINNED)
+_OWNED = (FrameState.SECURE, *_SHARED)
+
+SHARED_EXPORT = ExportRecord(tweak=b"", digest=b"shared")
+"""The record of an exported *shared* page: no ciphertext, its next import makes it shared again."""
+UNSHARED_EXPORT = ExportRecord(tweak=b"", digest=b"unshared")
+"""An exported shared page that SET_UNSHARE_ALL made private: its next import keeps its bytes, private."""
+
+
+def _misc(uv: Ultravisor) -> bool:
+    """The MISC feature (QUI feature bit 0, MSB-0): a shared page of another configuration changes hands."""
+    return bool(uv.limits.uv_feature_indications >> (63 - UvFeature.MISC) & 1)
 
 
 def export_frame(uv: Ultravisor, conf: SecureConfig, frame: Frame) -> None:
-    """Encrypt a secure frame in place and remember how (CONV_FROM_SEC_STOR)."""
-    gfn = conf.secure_frames[frame.pfn]
-    tweak = uv.random_bytes(16)
-    cipher = encrypt_page(_key(conf), tweak, frame.read())
-    frame.fill(cipher)
-    conf.exports[gfn] = ExportRecord(tweak=tweak, digest=hashlib.sha512(cipher).digest())
+    """Encrypt a secure frame in place and remember how (CONV_FROM_SEC_STOR); the frame is the host's now."""
+    gfn = conf.secure_frames.pop(frame.pfn)
+    if frame.state is FrameState.SECURE:
+        tweak = uv.random_bytes(16)
+        cipher = encrypt_page(_key(conf), tweak, frame.read())
+        frame.fill(cipher)
+        conf.exports[gfn] = ExportRecord(tweak=tweak, digest=hashlib.sha512(cipher).digest())
+    else:
+        conf.exports[gfn] = SHARED_EXPORT  # shared: the host sees these bytes anyway
     uv.memory.set_state(frame, FrameState.EXPORTED, conf.handle)
 
 
+def _secure_frame_of(conf: SecureConfig, gfn: int) -> int | None:
+    """The frame in which guest page ``gfn`` of ``conf`` is secure (or shared) now, if any."""
+    for pfn, page in conf.secure_frames.items():
+        if page == gfn:
+            return pfn
+    return None
+
+
 def import_frame(uv: Ultravisor, conf: SecureConfig, gfn: int, frame: Frame) -> None:
-    """Make ``frame`` the secure page ``gfn`` of ``conf`` (CONV_TO_SEC_STOR); rc on failure."""
+    """Make ``frame`` the secure page ``gfn`` of ``conf`` (CONV_TO_SEC_STOR); rc on failure.
+
+    Nothing changes when the import fails: the data is never accepted.
+    """
     state = frame.state
     if state is FrameState.DONATED:
         fail(RC_DONATED)
-    if state is not FrameState.HOST and frame.owner != conf.handle:
-        fail(RC_OWNED_ELSEWHERE)
-    if state is FrameState.SECURE or state in _SHARED:
-        if conf.secure_frames.get(frame.pfn) != gfn:
-            fail(RC_OWNED_ELSEWHERE)
-        return  # already secure for this page: nothing to do
+    if state in _OWNED:
+        if frame.owner == conf.handle:
+            if conf.secure_frames.get(frame.pfn) != gfn:
+                fail(RC_OWNED_ELSEWHERE)  # another page of this configuration
+            return  # already secure for this page: nothing to do
+        if state is FrameState.SECURE or not _misc(uv):
+            fail(RC_OWNED_ELSEWHERE)  # a frame is secure for one configuration at most
+    elsewhere = _secure_frame_of(conf, gfn)
+    if elsewhere is not None and elsewhere != frame.pfn:
+        fail(RC_GADDR_ALIASED)
     record = conf.exports.get(gfn)
-    if record is None:
-        # First use, or secure once and destroyed since: the page reads as zeros.
-        frame.fill(None)
-    else:
+    if record is not None and record is not SHARED_EXPORT and record is not UNSHARED_EXPORT:
         cipher = frame.read()
         if hashlib.sha512(cipher).digest() != record.digest:
             fail(RC_IMPORT_INTEGRITY)
-        frame.fill(decrypt_page(_key(conf), record.tweak, cipher))
+    if state in _OWNED:
+        # MISC: the other configuration's shared page changes hands.
+        previous = uv.configs.get(frame.owner)
+        if previous is not None:
+            previous.secure_frames.pop(frame.pfn, None)
+    if record is None:
+        # First use, or secure once and destroyed since: the page reads as zeros.
+        frame.fill(None)
+    elif record is SHARED_EXPORT or record is UNSHARED_EXPORT:
         del conf.exports[gfn]
-    if state is FrameState.EXPORTED:
-        conf.secure_frames.pop(frame.pfn, None)
+        if record is SHARED_EXPORT:
+            conf.secure_frames[frame.pfn] = gfn
+            conf.ever_secure.add(gfn)
+            uv.memory.set_state(frame, FrameState.SHARED, conf.handle)
+            return
+    else:
+        frame.fill(decrypt_page(_key(conf), record.tweak, frame.read()))
+        del conf.exports[gfn]
     uv.make_secure(conf, gfn, frame)
 
 
@@ -115,7 +181,7 @@ def _export(uv: Ultravisor, caller: Caller, request: object) -> UvcResponse:
     frame = uv.memory.frame(paddr >> 12)
     if frame.state is FrameState.DONATED:
         fail(RC_DONATED)
-    if frame.state is not FrameState.SECURE:
+    if frame.state not in _OWNED:
         return ok(request)  # type: ignore[arg-type]  # already accessible: a no-op
     conf = uv.configs.get(frame.owner)
     if conf is None:
@@ -197,7 +263,7 @@ def _unpin_shared(uv: Ultravisor, caller: Caller, request: object) -> UvcRespons
     gaddr: int = request.gaddr  # type: ignore[attr-defined]
     if gaddr >= conf.msl:
         fail(SharedAccessRc.ADDR_OUTSIDE_MEMORY)
-    gfn, frame = uv.frame_of_gaddr(conf, gaddr)
+    _, frame = uv.frame_of_gaddr(conf, gaddr)
     if frame.owner != conf.handle or frame.state not in _SHARED:
         fail(RC_NOT_SHARED)
     uv.memory.set_state(frame, FrameState.SHARED, conf.handle)
@@ -211,4 +277,7 @@ def _unshare_all(uv: Ultravisor, caller: Caller, request: object) -> UvcResponse
         frame = uv.memory.frame(pfn)
         if frame.state in _SHARED and frame.owner == conf.handle:
             uv.memory.set_state(frame, FrameState.SECURE, conf.handle)
+    for gfn, record in list(conf.exports.items()):
+        if record is SHARED_EXPORT:
+            conf.exports[gfn] = UNSHARED_EXPORT
     return ok(request)  # type: ignore[arg-type]

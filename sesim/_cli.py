@@ -50,6 +50,8 @@ def main() -> None:
 
 
 def _register() -> None:
+    from ._cli_analyze import analyze, export, report, traces
+    from ._cli_attack import attack
     from ._cli_attest import attest
     from ._cli_demo import demo
     from ._cli_hostkey import hostkey
@@ -60,7 +62,7 @@ def _register() -> None:
     from ._cli_stress import stress
     from ._cli_uv import uv
 
-    for command in (attest, demo, hostkey, image, replay, run, secret, stress, uv):
+    for command in (analyze, attack, attest, demo, hostkey, image, replay, run, secret, stress, uv, export, report, traces):
         main.add_command(command)
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from ._cli_memory import inject_bug_option, print_memory
 from ._simulation import RunResult, demo_config, run
 
 
@@ -23,12 +25,13 @@ def guest_table(result: RunResult, title: str) -> Table:
         ("failed", "right"),
         ("exceptions", "left"),
         ("intercepts", "left"),
+        ("reboot, dump, teardown", "left"),
         ("final state", "left"),
     ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for vm in result.vms:
         uvcs = vm.stats.uvcs
-        failed = sum(n for (cmd, rc), n in uvcs.items() if rc not in (1, -2))
+        failed = sum(n for (cmd, rc), n in uvcs.items() if rc not in (1, -2, -3))
         exceptions = ", ".join(f"PGM {code} x{n}" for code, n in sorted(vm.stats.exceptions.items())) or "-"
         intercepts = ", ".join(f"{k} x{n}" for k, n in sorted(vm.stats.intercepts.items())) or "-"
         state = vm.state.value
@@ -46,9 +49,25 @@ def guest_table(result: RunResult, title: str) -> Table:
             str(failed),
             exceptions,
             intercepts,
+            life_of(vm),
             f"{state}: {detail}" if detail else state,
         )
     return table
+
+
+def life_of(vm: Any) -> str:
+    """Reboots, dumps and how the guest was torn down (what leaked, if anything)."""
+    stats = vm.stats
+    parts = [f"reboot x{stats.reboots}"] if stats.reboots else []
+    if stats.dumps:
+        parts.append(f"dumped x{stats.dumps}")
+    elif vm.dumps:
+        parts.append(f"dump refused ({vm.dumps[0].refused})")
+    if stats.teardown:
+        parts.append(f"teardown {stats.teardown}")
+    if stats.leaked_pages:
+        parts.append(f"{stats.leaked_pages} pages leaked")
+    return ", ".join(parts) or "-"
 
 
 def uvc_table(result: RunResult) -> Table:
@@ -64,13 +83,14 @@ def uvc_table(result: RunResult) -> Table:
         table.add_column(name, justify="right")
     for cmd, rc in sorted(rows):
         by_guest = {vm.name: vm.stats.uvcs.get((cmd, rc), 0) for vm in result.vms}
-        table.add_row(cmd, "busy" if rc == -2 else f"{rc:#06x}", *(str(by_guest[n] or "") for n in names))
+        table.add_row(cmd, {-2: "busy", -3: "partial"}.get(rc, f"{rc:#06x}"), *(str(by_guest[n] or "") for n in names))
     return table
 
 
 def print_summary(console: Console, result: RunResult, *, title: str) -> None:
     console.print(guest_table(result, title))
     console.print(uvc_table(result))
+    print_memory(console, result)
     console.print(
         f"{result.steps} steps, {result.virtual_ns / 1000:.1f} µs of virtual time, "
         f"{result.uv_calls} UVCs ({result.uv_busy} answered busy)"
@@ -89,14 +109,22 @@ def print_summary(console: Console, result: RunResult, *, title: str) -> None:
     show_default=True,
     help="Where to write the trace (JSON Lines).",
 )
-def demo(seed: int, trace_path: Path) -> None:
+@inject_bug_option
+def demo(seed: int, trace_path: Path, bugs: tuple[str, ...]) -> None:
     """Run the demonstration: one server, three secure guests and one regular guest.
 
     Two secure guests boot images built for this server; the third image was
     built for another server and is refused at SET_SEC_CONF_PARAMS (rc
     0x0108). Each guest has two vCPUs and runs a workload that writes,
-    reads back and checks its memory, shares a bounce-buffer page and
-    triggers intercepts. The trace of every step is written to --trace.
+    reads back and checks its memory, shares a bounce-buffer page,
+    triggers intercepts 104 and 108 and reboots once (DIAG 308 subcode 1,
+    the whole reset sequence). The large secure guest (3 GiB) is dumped
+    while it runs and torn down asynchronously. The host gives its guests
+    only 512 KiB for their pages, less than they touch: the reclaim thread
+    exports and swaps pages out, faults bring them back, and the guests do
+    block and network I/O through shared bounce buffers; the UV answers busy
+    now and then. Monitors check every step. The trace of every step is
+    written to --trace.
     """
-    result = run(demo_config(), seed=seed, trace=trace_path)
+    result = run(demo_config(), seed=seed, trace=trace_path, bugs=bugs)
     print_summary(Console(), result, title="sesim demo: one server, three secure guests, one regular guest")

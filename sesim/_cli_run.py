@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 
 from ._cli_demo import print_summary
+from ._cli_memory import inject_bug_option
 from ._config import load_config
 from ._simulation import run as run_simulation
 
@@ -22,7 +23,8 @@ from ._simulation import run as run_simulation
     default=None,
     help="Where to write the trace (default: CONFIG with .jsonl instead of .toml).",
 )
-def run(config: Path, seed: int, trace_path: Path | None) -> None:
+@inject_bug_option
+def run(config: Path, seed: int, trace_path: Path | None, bugs: tuple[str, ...]) -> None:
     """Run the server and guests described in CONFIG (a TOML file).
 
     See the README for the format: [server] with name, memory_mib, cpus and an
@@ -32,5 +34,5 @@ def run(config: Path, seed: int, trace_path: Path | None) -> None:
     """
     cfg = load_config(config)
     trace = trace_path or config.with_suffix(".jsonl")
-    result = run_simulation(cfg, seed=seed, trace=trace)
+    result = run_simulation(cfg, seed=seed, trace=trace, bugs=bugs)
     print_summary(Console(), result, title=f"sesim run {config.name}")

@@ -3,6 +3,8 @@
 Example::
 
     strategy = "random"          # or "pct" (then pct_depth = 3)
+    bugs = []                    # optional: historical kernel bugs to re-create
+                                 # (names as for --inject-bug)
 
     [faults]                     # optional fault sites, percent per chance, until heal_at ns
     uv_busy = 5
@@ -13,6 +15,8 @@ Example::
     cpus = 4
     host_key = "pki/z15-a.key"   # optional: the server's private host key (PEM);
                                  # default: a key derived from the seed
+    guest_memory_limit_mib = 2   # optional: host memory for guest pages (or _kib);
+                                 # beyond it the reclaim thread swaps pages out
 
     [[guest]]
     name = "alpha"
@@ -21,7 +25,10 @@ Example::
     cpus = 2
     image = "alpha.img"          # optional: an image from `sesim image create`;
                                  # default: one is built for `image_for` (this server)
-    workload = ["write 0x100000 pages=4", "read 0x100000 pages=4"]
+    workload = ["write 0x100000 pages=4", "read 0x100000 pages=4", "reboot normal"]
+    teardown = "sync"            # optional: "sync", "async" (guests over 2 GiB) or "exit"
+    dump = false                 # optional: the hypervisor dumps it once while it runs
+                                 # (a built image then allows dumping, PCF bit 34)
 
     [[guest]]
     name = "legacy"
@@ -39,7 +46,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from actors._bugs import BUG_NAMES
 from actors._faults import FaultPlan
+from actors._guest_io import IO_OPS
+from actors._virtio import io_layout
 from actors._workload import parse_op
 from protocol import SesimError, UsageError
 
@@ -50,10 +60,11 @@ class ConfigError(SesimError):
     """The run configuration is not valid."""
 
 
-_TOP = {"strategy", "pct_depth", "server", "guest", "faults"}
+_TOP = {"strategy", "pct_depth", "server", "guest", "faults", "bugs"}
 _FAULTS = {"uv_busy", "sie_exit_delay", "io_error", "reclaim_storm", "heal_at"}
-_SERVER = {"name", "memory_mib", "cpus", "host_key"}
-_GUEST = {"name", "secure", "memory_mib", "cpus", "workload", "image", "image_for"}
+_SERVER = {"name", "memory_mib", "cpus", "host_key", "guest_memory_limit_mib", "guest_memory_limit_kib"}
+_GUEST = {"name", "secure", "memory_mib", "cpus", "workload", "image", "image_for", "teardown", "dump"}
+_TEARDOWNS = ("sync", "async", "exit")
 
 
 def _check_keys(where: str, table: dict[str, Any], allowed: set[str]) -> None:
@@ -80,6 +91,22 @@ def _positive(where: str, key: str, value: int, low: int = 1, high: int | None =
         bound = f"{low}..{high}" if high is not None else f">= {low}"
         raise ConfigError(f"{where}.{key}: must be {bound}, got {value}")
     return value
+
+
+def _check_io_region(where: str, workload: list[str], gmem: int) -> None:
+    """A guest doing I/O keeps its rings and bounce buffers at the top of its memory: no other op there."""
+    ops = [parse_op(line) for line in workload]
+    if not any(isinstance(op, IO_OPS) for op in ops):
+        return
+    reserved = set(io_layout(gmem << 20).shared)
+    for j, op in enumerate(ops):
+        addr, pages = getattr(op, "addr", None), getattr(op, "pages", 1)
+        if addr is not None and any(addr + i * 4096 in reserved for i in range(pages)):
+            low = min(reserved)
+            raise ConfigError(
+                f"{where}.workload[{j}]: {workload[j]!r} touches the I/O rings and bounce buffers "
+                f"(guest addresses {low:#x} and up are theirs)"
+            )
 
 
 def load_config(path: Path) -> RunConfig:
@@ -118,6 +145,17 @@ def parse_config(
     memory = _positive(where, "memory_mib", _get(where, server, "memory_mib", int, 4096), 2304, 1 << 22)
     cpus = _positive(where, "cpus", _get(where, server, "cpus", int, 4), 1, 256)
     host_key = _get(where, server, "host_key", str, "")
+    limit_kib = _positive(where, "guest_memory_limit_kib", _get(where, server, "guest_memory_limit_kib", int, 0), 0)
+    if "guest_memory_limit_mib" in server:
+        if limit_kib:
+            raise ConfigError(f"{where}: give guest_memory_limit_mib or guest_memory_limit_kib, not both")
+        limit_kib = _positive(where, "guest_memory_limit_mib", _get(where, server, "guest_memory_limit_mib", int), 0) * 1024
+    if limit_kib and limit_kib < 64:
+        raise ConfigError(f"{where}.guest_memory_limit_kib: at least 64 KiB (16 pages), got {limit_kib}")
+    bugs = _get(source, data, "bugs", list, [])
+    for j, bug in enumerate(bugs):
+        if not isinstance(bug, str) or bug not in BUG_NAMES:
+            raise ConfigError(f"{source}.bugs[{j}]: {bug!r} is not one of {', '.join(BUG_NAMES)}")
     guests_raw = _get(source, data, "guest", list, [])
     if not guests_raw:
         raise ConfigError(f"{source}: no [[guest]] defined")
@@ -148,12 +186,19 @@ def parse_config(
             top = getattr(op, "addr", 0) + getattr(op, "pages", 1) * 4096
             if check_ranges and hasattr(op, "addr") and top > gmem << 20:
                 raise ConfigError(f"{where}.workload[{j}]: {line!r} reaches beyond the guest's {gmem} MiB")
+        _check_io_region(where, workload, gmem)
         image = _get(where, g, "image", str, "")
         image_for = _get(where, g, "image_for", str, "")
         if not secure and (image or image_for):
             raise ConfigError(f"{where}: 'image' and 'image_for' need secure = true")
         if image and image_for:
             raise ConfigError(f"{where}: give either 'image' or 'image_for', not both")
+        teardown = _get(where, g, "teardown", str, "sync")
+        if teardown not in _TEARDOWNS:
+            raise ConfigError(f"{where}.teardown: must be one of {', '.join(_TEARDOWNS)}, got {teardown!r}")
+        dump = _get(where, g, "dump", bool, False)
+        if dump and not secure:
+            raise ConfigError(f"{where}.dump: only a secure guest is dumped")
         guests.append(
             GuestConfig(
                 name=gname,
@@ -163,6 +208,8 @@ def parse_config(
                 workload=tuple(workload),
                 image_for=image_for,
                 image_path=str(base / image) if image else "",
+                teardown=teardown,
+                dump=dump,
             )
         )
     faults_raw = _get(source, data, "faults", dict, {})
@@ -182,4 +229,6 @@ def parse_config(
         strategy=strategy,
         pct_depth=depth,
         host_key_path=str(base / host_key) if host_key else "",
+        guest_memory_limit_kib=limit_kib,
+        bugs=tuple(bugs),
     )

@@ -9,15 +9,17 @@ actors of :mod:`actors`, hands the fabric a trace recorder from
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 from attrs import frozen
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from actors import Fabric, PctStrategy, RandomStrategy
+from actors._bugs import BugSwitches
 from actors._faults import NO_FAULTS, FaultPlan
 from actors._system import System
 from actors._vm import VirtualMachine, VmSpec
@@ -26,6 +28,8 @@ from protocol._components import ComponentKind
 from protocol._crypto import ec_private_from_scalar
 from protocol._hkd import read_host_private_key
 from protocol._image import ImageSpec, create_image, synthetic_kernel
+from protocol._se_header import PCF_ALLOW_DUMPING, PCF_DEFAULT
+from traces._monitors import Monitors, Violation
 from traces._writer import TraceRecorder, header_line
 
 from . import __version__
@@ -41,9 +45,12 @@ def derived_host_key(seed: int, server: str) -> ec.EllipticCurvePrivateKey:
 
 def build_image(
     *, seed: int, name: str, host_keys: Sequence[ec.EllipticCurvePublicKey], kernel_size: int = 0x20000,
-    cmdline: bytes = b"root=/dev/vda console=ttysclp0",
+    cmdline: bytes = b"root=/dev/vda console=ttysclp0", allow_dump: bool = False,
 ) -> bytes:
-    """A complete SE boot image, every random input drawn from (seed, name)."""
+    """A complete SE boot image, every random input drawn from (seed, name).
+
+    ``allow_dump`` sets PCF bit 34 (``--enable-dump``): the hypervisor may dump the guest.
+    """
 
     def rand(label: str, n: int) -> bytes:
         return hashlib.sha512(f"sesim-image:{seed}:{name}:{label}".encode()).digest()[:n]
@@ -59,6 +66,7 @@ def build_image(
         cck=rand("cck", 32),
         xts_key=xts,
         tweak_randoms={kind: rand(f"tweak-{kind.name}", 6) for kind in ComponentKind},
+        **({"pcf": PCF_DEFAULT | PCF_ALLOW_DUMPING} if allow_dump else {}),
     )
     return create_image(spec).data
 
@@ -72,6 +80,8 @@ class GuestConfig:
     workload: tuple[str, ...]
     image_for: str = ""  # which server's host key the image is built for ("" = this server)
     image_path: str = ""  # a boot image file (from `sesim image create`) instead of a built one
+    teardown: str = "sync"  # "sync", "async" (guests over 2 GiB) or "exit": how it is torn down
+    dump: bool = False  # the hypervisor dumps it once while it runs (its image allows dumping)
 
 
 @frozen(kw_only=True)
@@ -84,6 +94,8 @@ class RunConfig:
     pct_depth: int = 3
     host_key_path: str = ""  # the server's private host key (PEM); "" = derived from the seed
     faults: FaultPlan = NO_FAULTS
+    guest_memory_limit_kib: int = 0  # host memory for guest pages (0: no limit); beyond it the reclaim thread swaps
+    bugs: tuple[str, ...] = ()  # historical kernel bugs the hypervisor re-creates (actors._bugs)
 
     def to_json(self) -> dict[str, Any]:
         """This configuration in the TOML schema of :mod:`sesim._config` (so that
@@ -91,6 +103,8 @@ class RunConfig:
         server: dict[str, Any] = {"name": self.server, "memory_mib": self.memory_mib, "cpus": self.cpus}
         if self.host_key_path:
             server["host_key"] = self.host_key_path
+        if self.guest_memory_limit_kib:
+            server["guest_memory_limit_kib"] = self.guest_memory_limit_kib
         guests = []
         for g in self.guests:
             guest: dict[str, Any] = {
@@ -104,10 +118,16 @@ class RunConfig:
                 guest["image_for"] = g.image_for
             if g.image_path:
                 guest["image"] = g.image_path
+            if g.teardown != "sync":
+                guest["teardown"] = g.teardown
+            if g.dump:
+                guest["dump"] = True
             guests.append(guest)
         out: dict[str, Any] = {"strategy": self.strategy, "pct_depth": self.pct_depth, "server": server}
         if self.faults != NO_FAULTS:
             out["faults"] = self.faults.describe()
+        if self.bugs:
+            out["bugs"] = list(self.bugs)
         out["guest"] = guests
         return out
 
@@ -121,23 +141,47 @@ DEMO_WORKLOAD = (
     "diag500 queue=0",
     "unshare 0x300000",
     "diag9c cpu=1",
+    "reboot normal",
     "read 0x200000 pages=4",
     "write 0x100000 pages=2",
     "read 0x100000 pages=2",
 )
 
 
+BETA_WORKLOAD = (*DEMO_WORKLOAD, "write 0x90000000 pages=2", "read 0x90000000 pages=2")
+"""The demo's large guest also uses memory above 2 GiB (its asynchronous teardown destroys it later)."""
+
+
+MEMORY_WORKLOAD = (
+    "write 0x400000 pages=48",
+    "io-write 0 0x400000 pages=8",
+    "read 0x400000 pages=48",
+    "net-send 0x400000 pages=2",
+    "io-read 0 0x500000 pages=8",
+    "read 0x500000 pages=8",
+)
+"""The demo's second half: more memory than the host gives its guests, and I/O through bounce buffers."""
+
+DEMO_GUEST_MEMORY_KIB = 512
+"""The demo host's memory for guest pages: less than its guests use, so the reclaim thread swaps."""
+
+
 def demo_config() -> RunConfig:
     """The demo: three secure guests (one built for another server) and one regular guest."""
     return RunConfig(
+        guest_memory_limit_kib=DEMO_GUEST_MEMORY_KIB,
+        faults=FaultPlan(uv_busy=2, heal_at=4_000_000),  # the firmware answers busy now and then (§9)
         guests=(
-            GuestConfig(name="alpha", secure=True, memory_mib=64, cpus=2, workload=DEMO_WORKLOAD),
-            GuestConfig(name="beta", secure=True, memory_mib=64, cpus=2, workload=DEMO_WORKLOAD),
+            GuestConfig(name="alpha", secure=True, memory_mib=64, cpus=2, workload=(*DEMO_WORKLOAD, *MEMORY_WORKLOAD)),
+            GuestConfig(
+                name="beta", secure=True, memory_mib=3072, cpus=2, workload=(*BETA_WORKLOAD, *MEMORY_WORKLOAD),
+                teardown="async", dump=True,
+            ),
             GuestConfig(
                 name="gamma", secure=True, memory_mib=64, cpus=2, workload=DEMO_WORKLOAD, image_for="z15-b"
             ),
-            GuestConfig(name="delta", secure=False, memory_mib=64, cpus=2, workload=DEMO_WORKLOAD),
-        )
+            GuestConfig(name="delta", secure=False, memory_mib=64, cpus=2, workload=(*DEMO_WORKLOAD, *MEMORY_WORKLOAD)),
+        ),
     )
 
 
@@ -149,6 +193,21 @@ class RunResult:
     trace: Path | None
     uv_calls: int
     uv_busy: int
+    violations: tuple[Violation, ...] = ()
+    memory: MemoryFigures | None = None
+
+
+@frozen(kw_only=True)
+class MemoryFigures:
+    """Host memory under pressure: the limit, what guests used, what the reclaim thread did."""
+
+    limit_pages: int
+    peak_pages: int
+    touched_pages: int
+    swap_writes: int
+    swap_reads: int
+    reclaim_skipped: int
+    virtio_requests: int
 
 
 def _strategy(config: RunConfig, seed: int) -> Any:
@@ -166,6 +225,8 @@ def run(
     sink: Any = None,
     max_steps: int | None = None,
     processors: Sequence[Any] = (),
+    bugs: Sequence[str] = (),
+    setup: Callable[[System], None] | None = None,
 ) -> RunResult:
     """Run ``config`` with ``seed``; write the trace to ``trace`` (if given).
 
@@ -175,7 +236,18 @@ def run(
         sink: a binary file object to write the trace to instead of ``trace``.
         max_steps: stop with :class:`actors.RunLimitReached` after this many steps.
         processors: extra trace processors (coverage counters, ...) that see every event.
+        bugs: historical kernel bugs to switch on (``--inject-bug``), beside the configuration's.
+        setup: called with the wired :class:`actors._system.System` before it runs (race
+            tests add their actors: a hostile host thread, fault hooks of the UV).
+
+    The monitors of :mod:`traces._monitors` always run; their violations are
+    in the result (and in the trace). A run that hits ``max_steps`` raises
+    :class:`actors.RunLimitReached` after the monitors wrote what was still
+    outstanding (a hung vCPU) into the trace.
     """
+    if bugs:
+        config = attrs.evolve(config, bugs=tuple(dict.fromkeys((*config.bugs, *bugs))))
+    switches = BugSwitches.from_names(config.bugs)
     if config.host_key_path:
         host_key = read_host_private_key(config.host_key_path)
     else:
@@ -188,7 +260,7 @@ def run(
         elif g.secure:
             target = g.image_for or config.server
             key = host_key if target == config.server else derived_host_key(seed, target)
-            image = build_image(seed=seed, name=g.name, host_keys=[key.public_key()])
+            image = build_image(seed=seed, name=g.name, host_keys=[key.public_key()], allow_dump=g.dump)
         specs.append(
             VmSpec(
                 name=g.name,
@@ -198,6 +270,8 @@ def run(
                 workload=parse_workload(g.workload),
                 image=image,
                 image_name=g.image_for or config.server,
+                teardown=g.teardown,
+                dump=g.dump,
             )
         )
     if strategy is None:
@@ -212,8 +286,10 @@ def run(
         sink.write(
             header_line(sesim_version=__version__, seed=seed, strategy=strategy.describe(), config=config.to_json())
         )
+    monitors = Monitors()
+    recorder = None
     try:
-        fabric.recorder = TraceRecorder(fabric, sink, processors)
+        fabric.recorder = recorder = TraceRecorder(fabric, sink, (*processors, monitors))
         system = System(
             fabric,
             server_name=config.server,
@@ -223,8 +299,17 @@ def run(
             guests=specs,
             seed=seed,
             faults=config.faults,
+            bugs=switches,
+            guest_memory_limit=config.guest_memory_limit_kib * 1024 or None,
         )
-        trio.run(fabric.run)
+        if setup is not None:
+            setup(system)
+        try:
+            trio.run(fabric.run)
+        finally:
+            if recorder is not None:
+                monitors.finish(fabric.step, fabric.now)
+                recorder.flush(monitors)
     finally:
         if own_sink:
             sink.close()
@@ -235,4 +320,21 @@ def run(
         trace=trace,
         uv_calls=system.uv_actor.calls,
         uv_busy=system.uv_actor.busy,
+        violations=tuple(monitors.violations),
+        memory=_memory_figures(system),
+    )
+
+
+def _memory_figures(system: System) -> MemoryFigures | None:
+    kvm = system.hypervisor.kvm
+    if kvm is None:
+        return None
+    return MemoryFigures(
+        limit_pages=kvm.mm.limit_pages or 0,
+        peak_pages=kvm.mm.peak_guest_pages,
+        touched_pages=len(kvm.mm.touched),
+        swap_writes=kvm.swap.writes,
+        swap_reads=kvm.swap.reads,
+        reclaim_skipped=system.reclaim.skipped,
+        virtio_requests=system.virtio.requests,
     )

@@ -59,7 +59,10 @@ if TYPE_CHECKING:
 
 PAGE = 4096
 MIB = 1 << 20
-_MAX_RETRIES = 64  # a UVCB spans at most 17 pages, each may need a fault-in and an import
+_MAX_RETRIES = 1024
+"""How often one guest access or UVC may fault before the host gives up: RETR_ATTEST's buffers
+(an ARCB of up to 1 MiB, measurement and additional data) span up to ~270 pages, and each page may
+need a fault-in and an import."""
 _T = TypeVar("_T")
 
 

@@ -32,3 +32,21 @@ EXP = ASSETS / "exp"
 @pytest.fixture(name="vectors")
 def _vectors() -> Path:
     return VECTORS
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="run the race scenarios over 10,000 seeds each (default: 200)",
+    )
+
+
+@pytest.fixture(name="seeds")
+def _seeds(request: pytest.FixtureRequest) -> range:
+    """Seeds of a race scenario: 200, or 10,000 with --long (the long run is marked slow)."""
+    if request.config.getoption("--long"):
+        request.node.add_marker(pytest.mark.slow)
+        return range(10_000)
+    return range(200)

@@ -72,6 +72,8 @@ class TraceRecorder:
         self._chain = tuple(chain)
         self._logger = logger
         self._write = logger.msg
+        # Processors that queue events of their own (the monitors' violations): written after this one.
+        self._emitters = tuple(p for p in chain if hasattr(p, "drain_followups"))
         # A bound logger with the same chain, for callers that want structlog's API.
         self.log = structlog.wrap_logger(logger, processors=chain, wrapper_class=structlog.BoundLogger)
 
@@ -89,6 +91,14 @@ class TraceRecorder:
         for processor in self._chain:
             event = processor(logger, "info", event)
         self._write(event)
+        for emitter in self._emitters:
+            if emitter.followups:
+                self.flush(emitter)
+
+    def flush(self, emitter: Any) -> None:
+        """Write the events ``emitter`` queued (a monitor's violations), each through the chain."""
+        for actor, kind, payload in emitter.drain_followups():
+            self(actor, kind, payload)
 
 
 class _LineSink:

@@ -35,7 +35,7 @@ async def test_the_host_qui_shows_every_host_command_and_no_guest_command() -> N
     async with open_testbed() as tb:
         answer = await call(tb, QuiRequest())
         assert bits_of(parsed(answer.block, answer.cc)) == [0, *HOST_BITS]
-        assert HOST_BITS == [1, 2, 3, 4, 5, 6, 7, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23]
+        assert HOST_BITS == [1, 2, 3, 4, 5, 6, 7, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27]
 
 
 @produces(UvcCommand.QUI, Rc.EXECUTED)

@@ -14,6 +14,7 @@ from pathlib import Path
 from uvc_conformance import Produces
 
 from machine._uv_conf import RC_CPUS_REMAIN
+from machine._uv_dump import RC_DUMP_AREA, RC_DUMP_GADDR, RC_DUMP_NOT_ALLOWED, RC_DUMP_STATE
 from machine._uv_image import RC_HEADER_CORRUPT, RC_WRONG_PHASE, RRC_HEADER_TAG
 from protocol import NEED_DESTROY, AddSecretRrc
 from protocol import UvcCommand as C
@@ -117,6 +118,16 @@ DOCUMENTED: tuple[tuple[C | None, int, int | None, str], ...] = (
     (C.ADD_SECRET, 0x010C, AddSecretRrc.EXTENSION_SECRET_MISMATCH, "wrong extension secret"),
     (C.ADD_SECRET, 0x010C, AddSecretRrc.DUPLICATE_ID, "secret ID already stored"),
     (C.ADD_SECRET, 0x010D, None, "dump in progress"),
+    # dumps (uv-semantics.md §7; every code is sesim's: machine._uv_dump)
+    (C.DUMP_INIT, RC_DUMP_NOT_ALLOWED, None, "the SE header does not allow dumping"),
+    (C.DUMP_INIT, RC_DUMP_STATE, None, "a dump is already in progress"),
+    (C.DUMP_CONF_STOR_STATE, RC_DUMP_STATE, None, "no dump in progress"),
+    (C.DUMP_CONF_STOR_STATE, RC_DUMP_GADDR, None, "gaddr not 1 MiB aligned or beyond guest memory"),
+    (C.DUMP_CONF_STOR_STATE, RC_DUMP_AREA, None, "dump area not writable"),
+    (C.DUMP_CPU, RC_DUMP_STATE, None, "no dump in progress"),
+    (C.DUMP_CPU, RC_DUMP_AREA, None, "dump area not writable"),
+    (C.DUMP_COMPLETE, RC_DUMP_STATE, None, "no dump in progress"),
+    (C.DUMP_COMPLETE, RC_DUMP_AREA, None, "dump area not writable"),
 )
 """The codes this suite must produce.
 

@@ -252,8 +252,12 @@ HOST_COMMANDS = (
     UvcCommand.PIN_PAGE_SHARED,
     UvcCommand.UNPIN_PAGE_SHARED,
     UvcCommand.DESTROY_SEC_CONF_FAST,
+    UvcCommand.DUMP_INIT,
+    UvcCommand.DUMP_CONF_STOR_STATE,
+    UvcCommand.DUMP_CPU,
+    UvcCommand.DUMP_COMPLETE,
 )
-"""The host commands of uv-interface.md §3 that this issue implements (dumps are another issue's)."""
+"""The host commands of uv-interface.md §3 that this UV implements."""
 HOST_AFTER_INIT = tuple(c for c in HOST_COMMANDS if c is not UvcCommand.INIT_UV)
 GUEST_COMMANDS = (UvcCommand.SET_SHARED_ACCESS, UvcCommand.REMOVE_SHARED_ACCESS)
 GUEST_ONLY = (
@@ -266,13 +270,8 @@ GUEST_ONLY = (
     UvcCommand.RETR_SECRET,
 )
 """Commands only a guest may issue (§3); the host gets rc 0x0002 for each."""
-NOT_INSTALLED = (
-    UvcCommand.DUMP_INIT,
-    UvcCommand.DUMP_CONF_STOR_STATE,
-    UvcCommand.DUMP_CPU,
-    UvcCommand.DUMP_COMPLETE,
-)
-"""Host commands left to other issues: not installed, so QUI leaves their bits clear."""
+NOT_INSTALLED = (UvcCommand.QUERY_KEYS,)
+"""Host commands this UV does not implement: not installed, so QUI leaves their bits clear."""
 CONFIG_HANDLE_COMMANDS = (
     UvcCommand.DESTROY_SEC_CONF,
     UvcCommand.DESTROY_SEC_CONF_FAST,
@@ -284,6 +283,9 @@ CONFIG_HANDLE_COMMANDS = (
     UvcCommand.PREPARE_RESET,
     UvcCommand.SET_UNSHARE_ALL,
     UvcCommand.UNPIN_PAGE_SHARED,
+    UvcCommand.DUMP_INIT,
+    UvcCommand.DUMP_CONF_STOR_STATE,
+    UvcCommand.DUMP_COMPLETE,
 )
 """Commands that name a configuration (§3): handle at 0x18, except CREATE_SEC_CPU (0x20)."""
 CPU_HANDLE_COMMANDS = (
@@ -292,6 +294,7 @@ CPU_HANDLE_COMMANDS = (
     UvcCommand.CPU_RESET_INITIAL,
     UvcCommand.CPU_RESET_CLEAR,
     UvcCommand.CPU_SET_STATE,
+    UvcCommand.DUMP_CPU,
 )
 """Commands that name a secure CPU (handle at 0x18)."""
 
