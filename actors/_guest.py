@@ -22,7 +22,7 @@ from ._guest_reboot import reboot
 from ._guest_regs import GuestRegisterFile
 from ._messages import Diag308, OpDone, RunOp, Shutdown
 from ._vm import VirtualMachine
-from ._workload import Halt, Read, Reboot, Stage3b, Write, check_page, make_page, pages_of
+from ._workload import Attest, Halt, Read, Reboot, ReceiveSecret, Stage3b, check_page, make_page, pages_of
 
 PAGE = 4096
 
@@ -39,6 +39,9 @@ class GuestActor(Actor):
         self.versions: dict[int, int] = {}
         self.origin: dict[int, int] = {}  # gaddr -> where the page it holds was written (an io-read moves pages)
         self.corruptions: list[str] = []
+        self.attestations: list[tuple[bool, str]] = []
+        self.secrets: list[tuple[str, bool, str]] = []
+        self.secrets_added: set[str] = set()  # the driver issues ADD_SECRET once per secret, on any vCPU
         self.io = GuestIo(self) if any(isinstance(op, IO_OPS) for op in vm.spec.workload) else None
         self.io_tasks: dict[int, Any] = {}
         self.state = "booting"
@@ -180,11 +183,43 @@ class GuestActor(Actor):
                 continue
             if isinstance(op, Read):
                 self._check(op, msg.value)
-            elif isinstance(op, Write):
-                pass
+            elif isinstance(op, Attest):
+                self._check_attestation(op, msg.value)
+            elif isinstance(op, ReceiveSecret):
+                self._check_secret(op, msg.value)
         if self.state == "running" and self.corruptions:
             self.state = "corrupted"
             self.reason = self.corruptions[0]
+
+    def _check_attestation(self, op: Attest, response: Any) -> None:
+        """The owner checks the measurement against the image's header and its ARPK (``pvattest verify``)."""
+        owner = self.vm.spec.owner
+        if isinstance(response, str):
+            ok, detail = False, response
+        else:
+            from protocol import BootHdrTags, parse_se_header, verify_attestation
+
+            header = parse_se_header(owner.header)
+            try:
+                verify_attestation(response, header_phkhs=header.phkhs,
+                                   tags=BootHdrTags.from_image_or_header(owner.header), arpk=owner.arpk)
+                ok, detail = True, f"measurement verified, config uid {response.cuid.hex()}"
+            except Exception as exc:  # a verification failure is the finding, reported by name
+                ok, detail = False, str(exc)
+        self.attestations.append((ok, detail))
+        self.record("attestation", guest=self.vm.name, ok=ok, detail=detail)
+
+    def _check_secret(self, op: ReceiveSecret, value: Any) -> None:
+        """The guest uses its secret: here, it must be exactly what the owner sent."""
+        owner = self.vm.spec.owner
+        expected = owner.secret(op.name).value if owner is not None and owner.secret(op.name) else None
+        if isinstance(value, str):
+            ok, detail = False, value
+        else:
+            ok = expected is not None and value == expected
+            detail = f"{len(value)} bytes received" if ok else "the retrieved value is not what the owner sent"
+        self.secrets.append((op.name, ok, detail))
+        self.record("secret", guest=self.vm.name, name=op.name, ok=ok, detail=detail)
 
     def _check(self, op: Read, pages: list[bytes]) -> None:
         image = self.vm.spec.image

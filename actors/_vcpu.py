@@ -74,9 +74,12 @@ from ._messages import (
     Shutdown,
     Uvc,
 )
+from ._guest_attest import attest, receive_secret
 from ._vcpu_mm import GuestStop, handle_exception
 from ._vm import VirtualMachine
 from ._workload import (
+    Attest,
+    ReceiveSecret,
     Compute,
     Diag9c,
     Diag44,
@@ -271,6 +274,12 @@ class VcpuActor(Actor):
         if isinstance(op, Compute):
             await self.sleep(op.ns)
             return None
+        if isinstance(op, Attest | ReceiveSecret):
+            if not vm.protected:
+                return "a regular guest has no ultravisor"
+            if isinstance(op, Attest):
+                return await attest(self, op.user.encode())
+            return await receive_secret(self, op.name, vm.guest.secrets_added)
         if isinstance(op, Share | Unshare | GuestQui):
             if not isinstance(op, GuestQui):
                 guest_frame(memory, vm.space, config, op.addr)  # the guest touches the page first
@@ -367,16 +376,13 @@ class VcpuActor(Actor):
             cmdline = guest_frame(memory, vm.space, vm.config_handle, start).read(0, min(args.cmdline.size, PAGE))
         return cmdline.rstrip(b"\0")
 
-    async def _guest_uvc(self, op: Any, regs: CpuState) -> Any:
+    async def guest_call(self, request: Any) -> Any:
+        """A UVC the guest executes inside SIE; the response (cc 0 or 1).
+
+        A program interruption of the call, an intercept 108 and a busy answer
+        leave SIE (the guest executes the UVC again after the host is done).
+        """
         vm = self.vm
-        if not vm.protected:
-            return None  # a regular guest has no ultravisor: SET/REMOVE_SHARED are no-ops for it
-        if isinstance(op, Share):
-            request: Any = SetSharedAccessRequest(paddr=op.addr)
-        elif isinstance(op, Unshare):
-            request = RemoveSharedAccessRequest(paddr=op.addr)
-        else:
-            request = QuiRequest()
         caller = Caller(context=UvcContext.GUEST, config_handle=vm.config_handle, cpu_handle=self.sie.pv_handle_cpu)
         response = await self.call(self.kvm.uv_actor, Uvc(caller=caller, request=request))
         if isinstance(response, GuestException):
@@ -388,6 +394,19 @@ class VcpuActor(Actor):
         vm.stats.uvcs[(f"guest {request.COMMAND.name}", response.rc if response.cc != Cc.BUSY else -2)] += 1
         if response.cc == Cc.BUSY:
             raise GuestExit(again=True)
+        return response
+
+    async def _guest_uvc(self, op: Any, regs: CpuState) -> Any:
+        vm = self.vm
+        if not vm.protected:
+            return None  # a regular guest has no ultravisor: SET/REMOVE_SHARED are no-ops for it
+        if isinstance(op, Share):
+            request: Any = SetSharedAccessRequest(paddr=op.addr)
+        elif isinstance(op, Unshare):
+            request = RemoveSharedAccessRequest(paddr=op.addr)
+        else:
+            request = QuiRequest()
+        response = await self.guest_call(request)
         if response.cc != Cc.OK and isinstance(op, Share | Unshare):
             # Linux panics rather than go on with private data exposed (uv-semantics.md §4).
             raise GuestStop(f"{request.COMMAND.name} failed rc {response.rc:#06x}: the guest stops")

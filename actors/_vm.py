@@ -46,6 +46,8 @@ class VmSpec:
     """The hypervisor dumps the guest once, while it runs (actors._dump)."""
     cleanup_delay: int = 0
     """Virtual ns the asynchronous cleanup thread waits before its PERFORM (for race tests)."""
+    owner: Any = field(default=None, repr=False)
+    """What the guest's owner prepared for attestation and secrets (actors._guest_attest.OwnerMaterial)."""
 
 
 @define(kw_only=True, eq=False)

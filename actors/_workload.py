@@ -31,6 +31,10 @@ both are reads):
 ``share ADDR``              SET_SHARED_ACCESS on the page at ADDR
 ``unshare ADDR``            REMOVE_SHARED_ACCESS on the page at ADDR
 ``uvc qui``                 a QUI from inside the guest
+``attest [user=TEXT]``      RETR_ATTEST of the owner's request; the owner checks
+                            the measurement (secure guests)
+``secret NAME``             ADD_SECRET of the owner's request for NAME, then
+                            LIST_SECRETS and RETR_SECRET; the guest checks the value
 ``io-write BLOCK ADDR [pages=N]``  write N private pages to the virtio block
                             device from block BLOCK on, through shared bounce
                             buffers (encrypted with the guest's disk key)
@@ -166,6 +170,20 @@ class NetSend:
 
 
 @frozen(kw_only=True)
+class Attest:
+    """RETR_ATTEST of the owner's attestation request (actors._guest_attest)."""
+
+    user: str = ""
+
+
+@frozen(kw_only=True)
+class ReceiveSecret:
+    """ADD_SECRET of the owner's request for secret ``name``, then retrieve and use it."""
+
+    name: str
+
+
+@frozen(kw_only=True)
 class Halt:
     pass
 
@@ -182,7 +200,10 @@ class SigpStart:
     cpu: int
 
 
-Op = Write | Read | Compute | Diag500 | Diag288 | Diag9c | Diag44 | SetPrefix | Share | Unshare | GuestQui | Reboot | IoWrite | IoRead | NetSend | Halt
+Op = (
+    Write | Read | Compute | Diag500 | Diag288 | Diag9c | Diag44 | SetPrefix | Share | Unshare | GuestQui | Reboot
+    | IoWrite | IoRead | NetSend | Attest | ReceiveSecret | Halt
+)
 
 
 def _int(text: str, what: str) -> int:
@@ -278,6 +299,17 @@ def parse_op(text: str) -> Op:
         need(0)
         only()
         return Halt()
+    if name == "attest":
+        need(0)
+        only("user")
+        user = options.get("user", "")
+        if len(user.encode()) > 256:
+            raise UsageError(f"{where}: user data is at most 256 bytes")
+        return Attest(user=user)
+    if name == "secret":
+        (secret_name,) = need(1)
+        only()
+        return ReceiveSecret(name=secret_name)
     if name in ("io-write", "io-read", "net-send"):
         only("pages")
         pages = _int(options.get("pages", "1"), where)

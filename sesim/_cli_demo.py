@@ -91,6 +91,14 @@ def print_summary(console: Console, result: RunResult, *, title: str) -> None:
     console.print(guest_table(result, title))
     console.print(uvc_table(result))
     print_memory(console, result)
+    for vm in result.vms:
+        guest = vm.guest
+        if guest is None:
+            continue
+        for ok, detail in guest.attestations:
+            console.print(f"attestation of {vm.name}: {'verified by its owner' if ok else 'FAILED'} ({detail})")
+        for name, ok, detail in guest.secrets:
+            console.print(f"secret {name!r} for {vm.name}: {'received and used' if ok else 'FAILED'} ({detail})")
     console.print(
         f"{result.steps} steps, {result.virtual_ns / 1000:.1f} µs of virtual time, "
         f"{result.uv_calls} UVCs ({result.uv_busy} answered busy)"

@@ -33,6 +33,7 @@ from traces._monitors import Monitors, Violation
 from traces._writer import TraceRecorder, header_line
 
 from . import __version__
+from ._owner import owner_material
 
 MIB = 1 << 20
 
@@ -166,13 +167,20 @@ DEMO_GUEST_MEMORY_KIB = 512
 """The demo host's memory for guest pages: less than its guests use, so the reclaim thread swaps."""
 
 
+OWNER_WORKLOAD = ("attest user=sesim-demo", "secret disk-key")
+"""alpha proves what it runs to its owner and receives a secret from it (issue 10)."""
+
+
 def demo_config() -> RunConfig:
     """The demo: three secure guests (one built for another server) and one regular guest."""
     return RunConfig(
         guest_memory_limit_kib=DEMO_GUEST_MEMORY_KIB,
         faults=FaultPlan(uv_busy=2, heal_at=4_000_000),  # the firmware answers busy now and then (§9)
         guests=(
-            GuestConfig(name="alpha", secure=True, memory_mib=64, cpus=2, workload=(*DEMO_WORKLOAD, *MEMORY_WORKLOAD)),
+            GuestConfig(
+                name="alpha", secure=True, memory_mib=64, cpus=2,
+                workload=(*DEMO_WORKLOAD, *MEMORY_WORKLOAD, *OWNER_WORKLOAD),
+            ),
             GuestConfig(
                 name="beta", secure=True, memory_mib=3072, cpus=2, workload=(*BETA_WORKLOAD, *MEMORY_WORKLOAD),
                 teardown="async", dump=True,
@@ -261,13 +269,20 @@ def run(
             target = g.image_for or config.server
             key = host_key if target == config.server else derived_host_key(seed, target)
             image = build_image(seed=seed, name=g.name, host_keys=[key.public_key()], allow_dump=g.dump)
+        workload = parse_workload(g.workload)
+        owner = None
+        if g.secure and image is not None:
+            owner = owner_material(
+                seed=seed, name=g.name, image=image, host_key=host_key.public_key(), workload=workload
+            )
         specs.append(
             VmSpec(
                 name=g.name,
                 secure=g.secure,
                 memory=g.memory_mib * MIB,
                 cpus=g.cpus,
-                workload=parse_workload(g.workload),
+                workload=workload,
+                owner=owner,
                 image=image,
                 image_name=g.image_for or config.server,
                 teardown=g.teardown,
