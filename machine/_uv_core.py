@@ -49,7 +49,7 @@ from protocol._uvcb_base import HEADER_LEN, write_rc
 
 from ._cpu import SecureCpuState
 from ._drbg import Drbg
-from ._memory import PAGE_SHIFT, PAGE_SIZE, Frame, FrameState
+from ._memory import PAGE_SHIFT, Frame, FrameState
 from ._pgm import ProgramInterrupt
 from ._server import Server
 from ._uv_access import HostView, UvcbView, guest_view, uv_owned_in
