@@ -40,6 +40,10 @@ _CONFIG_WIDE: Final = frozenset(
 )
 
 
+BUSY_ANSWER_COST: Final = 200
+"""Virtual ns a UVC takes to answer busy (cc 2) or partial (cc 3)."""
+
+
 @frozen
 class _Complete:
     """Timer message: the call ``env`` has used up its virtual time."""
@@ -66,6 +70,7 @@ class UltravisorActor(Actor):
         self._held: dict[tuple[Any, ...], int] = {}
         self._inflight: dict[int, tuple[Envelope, tuple[tuple[Any, ...], ...]]] = {}
         self._token = 0
+        self._answers: dict[int, Any] = {}
         self.busy_fault: Any = None
         self.calls = 0
         self.busy = 0
@@ -113,7 +118,12 @@ class UltravisorActor(Actor):
         if fault:
             self.busy += 1
             cc = Cc.PARTIAL if fault is Cc.PARTIAL else Cc.BUSY  # a fault hook may answer partial (cc 3)
-            self.reply(env, RESPONSE_TYPES[command](cc=cc, rc=0, rrc=0))
+            # Even a busy answer takes the instruction some time: a caller that loops on busy
+            # (uv_call) must let virtual time go on, or a storm of busy answers would never end.
+            self._token += 1
+            self._inflight[self._token] = (env, ())
+            self._answers[self._token] = RESPONSE_TYPES[command](cc=cc, rc=0, rrc=0)
+            self.send_after(BUSY_ANSWER_COST, self, _Complete(self._token))
             return
         cost = UVC_COST.get(command, DEFAULT_UVC_COST)
         if not keys:
@@ -128,6 +138,10 @@ class UltravisorActor(Actor):
 
     def _complete(self, token: int) -> None:
         env, keys = self._inflight.pop(token)
+        answer = self._answers.pop(token, None)
+        if answer is not None:
+            self.reply(env, answer)
+            return
         for key in keys:
             del self._held[key]
         self.reply(env, self._execute(env.msg))

@@ -62,7 +62,7 @@ class ConfigError(SesimError):
 
 _TOP = {"strategy", "pct_depth", "server", "guest", "faults", "bugs"}
 _FAULTS = {"uv_busy", "sie_exit_delay", "io_error", "reclaim_storm", "heal_at"}
-_SERVER = {"name", "memory_mib", "cpus", "host_key", "guest_memory_limit_mib", "guest_memory_limit_kib"}
+_SERVER = {"name", "memory_mib", "cpus", "host_key", "guest_memory_limit_mib", "guest_memory_limit_kib", "destroy_fast"}
 _GUEST = {"name", "secure", "memory_mib", "cpus", "workload", "image", "image_for", "teardown", "dump"}
 _TEARDOWNS = ("sync", "async", "exit")
 
@@ -152,6 +152,7 @@ def parse_config(
         limit_kib = _positive(where, "guest_memory_limit_mib", _get(where, server, "guest_memory_limit_mib", int), 0) * 1024
     if limit_kib and limit_kib < 64:
         raise ConfigError(f"{where}.guest_memory_limit_kib: at least 64 KiB (16 pages), got {limit_kib}")
+    destroy_fast = _get(where, server, "destroy_fast", bool, True)
     bugs = _get(source, data, "bugs", list, [])
     for j, bug in enumerate(bugs):
         if not isinstance(bug, str) or bug not in BUG_NAMES:
@@ -230,5 +231,6 @@ def parse_config(
         pct_depth=depth,
         host_key_path=str(base / host_key) if host_key else "",
         guest_memory_limit_kib=limit_kib,
+        destroy_fast=destroy_fast,
         bugs=tuple(bugs),
     )

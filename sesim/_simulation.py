@@ -22,6 +22,7 @@ from actors import Fabric, PctStrategy, RandomStrategy
 from actors._bugs import BugSwitches
 from actors._faults import NO_FAULTS, FaultPlan
 from actors._system import System
+from machine import UvLimits
 from actors._vm import VirtualMachine, VmSpec
 from actors._workload import parse_workload
 from protocol._components import ComponentKind
@@ -97,6 +98,7 @@ class RunConfig:
     faults: FaultPlan = NO_FAULTS
     guest_memory_limit_kib: int = 0  # host memory for guest pages (0: no limit); beyond it the reclaim thread swaps
     bugs: tuple[str, ...] = ()  # historical kernel bugs the hypervisor re-creates (actors._bugs)
+    destroy_fast: bool = True  # the UV has DESTROY_SEC_CONF_FAST (QUI bit 23)
 
     def to_json(self) -> dict[str, Any]:
         """This configuration in the TOML schema of :mod:`sesim._config` (so that
@@ -106,6 +108,8 @@ class RunConfig:
             server["host_key"] = self.host_key_path
         if self.guest_memory_limit_kib:
             server["guest_memory_limit_kib"] = self.guest_memory_limit_kib
+        if not self.destroy_fast:
+            server["destroy_fast"] = False
         guests = []
         for g in self.guests:
             guest: dict[str, Any] = {
@@ -316,6 +320,7 @@ def run(
             faults=config.faults,
             bugs=switches,
             guest_memory_limit=config.guest_memory_limit_kib * 1024 or None,
+            limits=None if config.destroy_fast else UvLimits(destroy_fast=False),
         )
         if setup is not None:
             setup(system)

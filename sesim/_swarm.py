@@ -21,18 +21,24 @@ from ._simulation import GuestConfig, RunConfig
 PAGE = 4096
 
 
-def _workload(rng: random.Random, memory_mib: int, steps: int) -> tuple[str, ...]:
-    top = memory_mib << 20
+def _workload(rng: random.Random, memory_mib: int, steps: int, *, io: bool, reboot: bool) -> tuple[str, ...]:
+    # The top of guest memory holds the I/O rings and bounce buffers; stay below them.
+    top = min(memory_mib << 20, 16 << 20) - (64 << 12)
+    kinds = ["write", "read", "compute", "diag500", "diag9c", "share", "unshare"]
+    weights = [6, 5, 2, 1, 1, 1, 1]
+    if io:
+        kinds += ["io-write", "io-read"]
+        weights += [2, 2]
     ops: list[str] = []
     shared: list[int] = []
     for _ in range(steps):
-        kind = rng.choices(
-            ["write", "read", "compute", "diag500", "diag9c", "share", "unshare"], weights=[6, 5, 2, 1, 1, 1, 1]
-        )[0]
+        kind = rng.choices(kinds, weights=weights)[0]
         pages = rng.randint(1, 4)
         addr = rng.randrange(0x100, (top // PAGE) - pages) * PAGE  # above the boot image
         if kind in ("write", "read"):
             ops.append(f"{kind} {addr:#x} pages={pages}")
+        elif kind in ("io-write", "io-read"):
+            ops.append(f"{kind} {rng.randrange(64)} {addr:#x} pages={pages}")
         elif kind == "compute":
             ops.append(f"compute {rng.randint(1, 50) * 1000}")
         elif kind == "diag500":
@@ -45,38 +51,76 @@ def _workload(rng: random.Random, memory_mib: int, steps: int) -> tuple[str, ...
         elif shared:
             ops.append(f"unshare {shared.pop():#x}")
     ops.extend(f"unshare {addr:#x}" for addr in shared)
+    if reboot and ops:
+        ops.insert(rng.randrange(len(ops)), f"reboot {rng.choice(['normal', 'normal', 'clear', 'reipl'])}")
     return tuple(ops)
 
 
+def _memory_limit(rng: random.Random, guests: list[GuestConfig]) -> int:
+    """Host memory for guest pages: none, or tight but enough for every vCPU's pages at once.
+
+    Below that (a few pages for many vCPUs) the reclaim thread and the vCPUs
+    only take pages from each other and nobody progresses: thrashing, which a
+    real host answers with the OOM killer, not something a campaign should
+    report as a bug.
+    """
+    choice = rng.choice([0, 0, 1, 2, 4])
+    if not choice:
+        return 0
+    floor = 4 * (8 * sum(g.cpus for g in guests) + 16)
+    return floor * choice
+
+
 def swarm_config(seed: int, *, strategy: str = "random", depth: int = 3, faults: bool = True) -> RunConfig:
-    """The configuration that ``seed`` picks in swarm mode."""
+    """The configuration that ``seed`` picks in swarm mode.
+
+    Besides the topology and the workloads a seed decides which features are
+    in play: host memory pressure (a guest-page limit that makes the reclaim
+    thread swap), guest I/O through bounce buffers, reboots (including a
+    re-IPL into a new configuration), teardown modes (a guest over 2 GiB may be
+    torn down asynchronously), and the fault sites of the safety phase.
+    """
     rng = random.Random(f"sesim-swarm:{seed}")
     count = rng.randint(1, 4)
+    io = rng.random() < 0.4
+    reboots = rng.random() < 0.3
     guests = []
     for i in range(count):
         secure = rng.random() < 0.75
-        memory = rng.choice([4, 8, 16])
+        big = secure and rng.random() < 0.15
+        memory = 3072 if big else rng.choice([4, 8, 16])
         guests.append(
             GuestConfig(
                 name=f"g{i}",
                 secure=secure,
                 memory_mib=memory,
                 cpus=rng.randint(1, 3),
-                workload=_workload(rng, memory, rng.randint(2, 12)),
+                workload=_workload(
+                    rng, memory, rng.randint(2, 12), io=io, reboot=(reboots and rng.random() < 0.5) or (big and rng.random() < 0.6)
+                ),
                 image_for="elsewhere" if secure and rng.random() < 0.1 else "",
+                teardown=("async" if big and rng.random() < 0.7 else rng.choice(["sync", "sync", "exit"])),
             )
         )
     plan = FaultPlan()
     if faults:
+        storm = rng.random() < 0.15  # every UVC busy for a while: the import path must not spin (§8 #1)
         plan = FaultPlan(
-            uv_busy=rng.choice([0, 0, 5, 20]),
+            uv_busy=100 if storm else rng.choice([0, 0, 5, 20]),
             sie_exit_delay=rng.choice([0, 0, 10, 40]),
-            io_error=rng.choice([0, 0, 5]),
+            io_error=rng.choice([0, 0, 5]) if io else 0,
             reclaim_storm=rng.choice([0, 0, 25]),
-            heal_at=rng.choice([200_000, 1_000_000, 5_000_000]),
+            heal_at=rng.choice([600_000, 1_500_000]) if storm else rng.choice([200_000, 1_000_000, 5_000_000]),
         )
     return RunConfig(
-        memory_mib=3072, cpus=4, guests=tuple(guests), strategy=strategy, pct_depth=depth, faults=plan
+        memory_mib=3072 + 1024 * sum(g.memory_mib >= 3072 for g in guests),
+        cpus=4,
+        guests=tuple(guests),
+        strategy=strategy,
+        pct_depth=depth,
+        faults=plan,
+        guest_memory_limit_kib=_memory_limit(rng, guests),
+        destroy_fast=rng.random() < 0.6,  # without it an async teardown leaves a CPU-less configuration behind
     )
 
 
