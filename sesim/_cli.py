@@ -53,6 +53,7 @@ def _register() -> None:
     from ._cli_analyze import analyze, export, report, traces
     from ._cli_attack import attack
     from ._cli_attest import attest
+    from ._cli_check import check
     from ._cli_demo import demo
     from ._cli_hostkey import hostkey
     from ._cli_image import image
@@ -62,7 +63,7 @@ def _register() -> None:
     from ._cli_stress import stress
     from ._cli_uv import uv
 
-    for command in (analyze, attack, attest, demo, hostkey, image, replay, run, secret, stress, uv, export, report, traces):
+    for command in (analyze, attack, attest, check, demo, export, hostkey, image, replay, report, run, secret, stress, traces, uv):
         main.add_command(command)
 
 

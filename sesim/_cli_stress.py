@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from actors._bugs import BUG_NAMES
+
 from ._campaign import CampaignOptions, CampaignResult, SeedOutcome, recheck_seeds, run_distributed, run_seed, run_serial
 from ._shrink import shrink, write_shrunk_trace
 
@@ -55,7 +57,8 @@ def _reproduce(seed: int, options: CampaignOptions) -> str:
 @click.option("--scheduler", default=None, help="Address of an existing Dask scheduler to run on instead.")
 @click.option("--recheck", type=float, default=0.0, show_default=True,
               help="Share of seeds run twice to compare their trace hashes (determinism self-check).")
-@click.option("--inject-bug", "bugs", multiple=True, help="Turn on a historical kernel bug in the hypervisor.")
+@click.option("--inject-bug", "bugs", multiple=True, type=click.Choice(BUG_NAMES),
+              help="Turn on a historical kernel bug in the hypervisor (repeatable).")
 @click.option("--max-steps", type=int, default=200_000, show_default=True, help="Steps before a run counts as hung.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("stress-out"),
               show_default=True, help="Where failing seeds leave their traces, and the coverage file.")
