@@ -10,6 +10,7 @@ is where the code, or the determinism, changed.
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,13 @@ def read_recording(path: Path) -> Recording:
         FormatError: not a sesim trace, or a line that is not a JSON event
             (the message names the file and the line).
     """
-    raw = path.read_bytes().splitlines()
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise FormatError(f"{path}: not a readable gzip file: {exc}") from None
+    raw = data.splitlines()
     if not raw:
         raise FormatError(f"{path}: empty file, not a sesim trace")
     try:
