@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from machine import Server, Ultravisor, UvLimits
 from machine._alloc import FrameAllocator
+from protocol import UvcCommand
 
 from ._bugs import NO_BUGS, BugSwitches
 from ._fabric import Fabric
@@ -50,9 +51,15 @@ class System:
         self.allocator = FrameAllocator(FIRST_FREE_PFN, memory // PAGE)
         self.uv_actor = UltravisorActor(fabric, "uv", self.uv)
         self.faults = faults
-        if faults.uv_busy:
+        if faults.uv_busy or faults.import_busy:
             uv_actor = self.uv_actor
-            self.uv_actor.busy_fault = lambda command: faults.fires(uv_actor, "uv-busy", faults.uv_busy)
+
+            def busy(command: Any) -> bool:
+                if faults.import_busy and command is UvcCommand.CONV_TO_SEC_STOR:
+                    return faults.fires(uv_actor, "import-busy", faults.import_busy)
+                return faults.fires(uv_actor, "uv-busy", faults.uv_busy)
+
+            self.uv_actor.busy_fault = busy
         self.hypervisor = HypervisorActor(
             fabric,
             "kvm",

@@ -61,7 +61,7 @@ class ConfigError(SesimError):
 
 
 _TOP = {"strategy", "pct_depth", "server", "guest", "faults", "bugs"}
-_FAULTS = {"uv_busy", "sie_exit_delay", "io_error", "reclaim_storm", "heal_at"}
+_FAULTS = {"uv_busy", "import_busy", "sie_exit_delay", "io_error", "reclaim_storm", "heal_at", "start_at"}
 _SERVER = {"name", "memory_mib", "cpus", "host_key", "guest_memory_limit_mib", "guest_memory_limit_kib", "destroy_fast"}
 _GUEST = {"name", "secure", "memory_mib", "cpus", "workload", "image", "image_for", "teardown", "dump"}
 _TEARDOWNS = ("sync", "async", "exit")
@@ -219,7 +219,7 @@ def parse_config(
     fault_values = {}
     for key in sorted(_FAULTS):
         if key in faults_raw:
-            high = None if key == "heal_at" else 100
+            high = None if key in ("heal_at", "start_at") else 100
             fault_values[key] = _positive(where, key, _get(where, faults_raw, key, int), 0, high)
     return RunConfig(
         faults=FaultPlan(**fault_values),

@@ -111,7 +111,7 @@ def shrink(seed: int, options: CampaignOptions, original: SeedOutcome, *, runs: 
             candidate = attrs.evolve(config, guests=tuple(gs))
             if fails_config(candidate):
                 config = candidate
-    for site in ("uv_busy", "sie_exit_delay", "io_error", "reclaim_storm"):
+    for site in ("uv_busy", "import_busy", "sie_exit_delay", "io_error", "reclaim_storm"):
         if getattr(config.faults, site) and budget.take():
             candidate = attrs.evolve(config, faults=attrs.evolve(config.faults, **{site: 0}))
             if fails_config(candidate):
