@@ -24,9 +24,6 @@ from sesim._attacks_base import REGISTRY
 from sesim._cli import main
 from sesim._hostile import Defence, HostileHost, PlaintextScanner
 
-KNOWN_OPEN: dict[str, str] = {}
-"""Attacks the current system does not stop. Strict: once the defence is there, the test fails until removed here."""
-
 ISSUE_EXAMPLES = (
     "read-secure-page", "write-secure-page", "read-donated-storage", "swap-replay", "swap-move",
     "exchange-pages-between-guests", "map-frame-into-other-guest", "foreign-handle-uvc", "flip-bit-se-header",
@@ -38,12 +35,8 @@ ISSUE_EXAMPLES = (
 """The issue's own list of attacks, by their catalogue names."""
 
 
-def _params() -> list[object]:
-    return [
-        pytest.param(a.name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_OPEN[a.name]))
-        if a.name in KNOWN_OPEN else a.name
-        for a in catalogue()
-    ]  # fmt: skip
+def _params() -> list[str]:
+    return [a.name for a in catalogue()]
 
 
 # ------------------------------------------------------------------ the catalogue
