@@ -173,14 +173,19 @@ def _import(uv: Ultravisor, caller: Caller, request: object) -> UvcResponse:
     return ok(request)  # type: ignore[arg-type]
 
 
-@handles(UvcCommand.CONV_FROM_SEC_STOR)
-def _export(uv: Ultravisor, caller: Caller, request: object) -> UvcResponse:
-    paddr: int = request.paddr  # type: ignore[attr-defined]
+def _host_frame(uv: Ultravisor, paddr: int) -> Frame:
+    """The frame a host-address UVC names: rc 0x0101 outside memory, RC_DONATED on UV storage."""
     if not uv.memory.contains(paddr, PAGE_SIZE):
         fail(0x0101)
     frame = uv.memory.frame(paddr >> 12)
     if frame.state is FrameState.DONATED:
         fail(RC_DONATED)
+    return frame
+
+
+@handles(UvcCommand.CONV_FROM_SEC_STOR)
+def _export(uv: Ultravisor, caller: Caller, request: object) -> UvcResponse:
+    frame = _host_frame(uv, request.paddr)  # type: ignore[attr-defined]
     if frame.state not in _OWNED:
         return ok(request)  # type: ignore[arg-type]  # already accessible: a no-op
     conf = uv.configs.get(frame.owner)
@@ -195,12 +200,7 @@ def _export(uv: Ultravisor, caller: Caller, request: object) -> UvcResponse:
 
 @handles(UvcCommand.DESTR_SEC_STOR)
 def _destroy_page(uv: Ultravisor, caller: Caller, request: object) -> UvcResponse:
-    paddr: int = request.paddr  # type: ignore[attr-defined]
-    if not uv.memory.contains(paddr, PAGE_SIZE):
-        fail(0x0101)
-    frame = uv.memory.frame(paddr >> 12)
-    if frame.state is FrameState.DONATED:
-        fail(RC_DONATED)
+    frame = _host_frame(uv, request.paddr)  # type: ignore[attr-defined]
     if frame.state not in (FrameState.SECURE, *_SHARED):
         if uv.limits.legacy_destroy_rc:
             # Older firmware (uv-interface.md §4 "Legacy"; uv.c uv_destroy treats it as success).

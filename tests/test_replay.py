@@ -60,7 +60,7 @@ def test_replay_of_a_foreign_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
     path.write_text('{"hello": 1}\n')
     result = CliRunner().invoke(main, ["replay", str(path)])
-    assert result.exit_code == 1 and "no sesim trace header" in result.output
+    assert result.exit_code == 1 and f"{path}:1: not a sesim trace" in result.output
 
 
 def test_explore_replays_a_prefix_then_tries_fresh_seeds(trace: Path) -> None:

@@ -27,8 +27,8 @@ from attrs import frozen
 
 from protocol import FormatError, UsageError
 
-TRACE_FORMAT: Final = "sesim-trace"
-TRACE_VERSION: Final = 1
+from ._writer import check_header
+
 PARQUET_SUFFIXES: Final = (".parquet", ".pq")
 TRACE_GLOBS: Final = ("*.jsonl", *(f"*{s}" for s in PARQUET_SUFFIXES))
 
@@ -119,18 +119,8 @@ def read_header(path: Path) -> dict[str, Any]:
         header = json.loads(first)
     except ValueError:
         raise FormatError(f"{path}:1: not a sesim trace (the first line is not JSON)") from None
-    _check_header(header, f"{path}:1")
+    check_header(header, f"{path}:1")
     return header
-
-
-def _check_header(header: Any, where: str) -> None:
-    if not isinstance(header, dict) or header.get("format") != TRACE_FORMAT:
-        raise FormatError(f'{where}: not a sesim trace (no "format": "{TRACE_FORMAT}" header)')
-    version = header.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise FormatError(f"{where}: bad trace format_version {version!r}")
-    if version > TRACE_VERSION:
-        raise FormatError(f"{where}: trace format version {version} is newer than this sesim reads ({TRACE_VERSION})")
 
 
 def find_bad_line(path: Path) -> FormatError | None:
@@ -316,7 +306,7 @@ def load_parquet(con: duckdb.DuckDBPyConnection, path: Path, first_tid: int) -> 
     )
     for trace, header in con.execute("SELECT trace, json FROM _pq ORDER BY n").fetchall():
         try:
-            _check_header(json.loads(header), f"{path}: trace {trace}")
+            check_header(json.loads(header), f"{path}: trace {trace}")
         except ValueError:
             raise FormatError(f"{path}: trace {trace}: its header is not JSON") from None
     count = int(con.execute("SELECT count(*) FROM _pq").fetchone()[0])  # type: ignore[index]

@@ -20,7 +20,7 @@ from attrs import frozen
 
 from protocol import FormatError
 
-from ._writer import TRACE_FORMAT
+from ._writer import check_header
 
 
 @frozen(kw_only=True)
@@ -62,8 +62,7 @@ def read_recording(path: Path) -> Recording:
         header = orjson.loads(raw[0])
     except orjson.JSONDecodeError:
         raise FormatError(f"{path}:1: not JSON, not a sesim trace") from None
-    if not isinstance(header, dict) or header.get("format") != TRACE_FORMAT:
-        raise FormatError(f"{path}:1: no sesim trace header (format {TRACE_FORMAT!r})")
+    check_header(header, f"{path}:1")
     picks: dict[int, str] = {}
     choices: dict[int, list[int]] = {}
     for number, line in enumerate(raw[1:], start=2):

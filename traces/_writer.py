@@ -18,6 +18,8 @@ from typing import IO, Any, Final
 import orjson
 import structlog
 
+from protocol import FormatError
+
 from ._encode import to_jsonable
 
 TRACE_FORMAT: Final = "sesim-trace"
@@ -129,6 +131,17 @@ class _NullLogger:
         pass
 
     info = msg
+
+
+def check_header(header: Any, where: str) -> None:
+    """Raise :class:`protocol.FormatError` (``where: ...``) unless ``header`` is a trace header this code reads."""
+    if not isinstance(header, dict) or header.get("format") != TRACE_FORMAT:
+        raise FormatError(f'{where}: not a sesim trace (no "format": "{TRACE_FORMAT}" header)')
+    version = header.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise FormatError(f"{where}: bad trace format_version {version!r}")
+    if version > TRACE_VERSION:
+        raise FormatError(f"{where}: trace format version {version} is newer than this sesim reads ({TRACE_VERSION})")
 
 
 def header_line(*, sesim_version: str, seed: int, strategy: dict[str, Any], config: Any) -> bytes:
