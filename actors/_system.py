@@ -8,12 +8,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from machine import Server, Ultravisor, UvLimits
 from machine._alloc import FrameAllocator
-from protocol import UvcCommand
+from protocol import Cc, UvcCommand
 
 from ._bugs import NO_BUGS, BugSwitches
 from ._fabric import Fabric
-from ._faults import NO_FAULTS, FaultPlan
+from ._faults import NO_FAULTS, PARTIAL_OK, FaultPlan
 from ._guest import GuestActor
+from ._host_threads import HostThread, start_host_threads
 from ._hypervisor import HypervisorActor
 from ._lpar import LparActor
 from ._reclaim import ReclaimActor
@@ -44,6 +45,7 @@ class System:
         faults: FaultPlan = NO_FAULTS,
         bugs: BugSwitches = NO_BUGS,
         guest_memory_limit: int | None = None,
+        host_threads: tuple[HostThread, ...] = (),
     ) -> None:
         self.fabric = fabric
         self.server = Server(server_name, memory, cpus, host_key)
@@ -51,15 +53,18 @@ class System:
         self.allocator = FrameAllocator(FIRST_FREE_PFN, memory // PAGE)
         self.uv_actor = UltravisorActor(fabric, "uv", self.uv)
         self.faults = faults
-        if faults.uv_busy or faults.import_busy:
+        if faults.uv_busy or faults.import_busy or faults.uv_partial:
             uv_actor = self.uv_actor
 
-            def busy(command: Any) -> bool:
+            def busy(command: Any) -> Any:
                 if faults.import_busy and command is UvcCommand.CONV_TO_SEC_STOR:
                     return faults.fires(uv_actor, "import-busy", faults.import_busy)
+                if faults.uv_partial and command in PARTIAL_OK and faults.fires(uv_actor, "uv-partial", faults.uv_partial):
+                    return Cc.PARTIAL
                 return faults.fires(uv_actor, "uv-busy", faults.uv_busy)
 
             self.uv_actor.busy_fault = busy
+        self.uv_actor.failing = faults.failing_calls()
         self.hypervisor = HypervisorActor(
             fabric,
             "kvm",
@@ -82,6 +87,7 @@ class System:
             "reclaimer": self.reclaim,
             "virtio": self.virtio,
         }
+        self.host_threads = start_host_threads(self, host_threads)
         self.server.memory.on_transition = self._frame_event
         self.server.memory.on_range = self._frames_event
 

@@ -327,12 +327,11 @@ class WaitCleanup:
 class CleanupActor(Actor):
     """QEMU's asynchronous cleanup thread: one ``KVM_PV_ASYNC_CLEANUP_PERFORM``.
 
-    ``stop_after`` (class attribute, for tests): the thread is killed by a
-    fatal signal after that many pages.
+    The guest's ``cleanup_killed_after``: the thread is killed by a fatal
+    signal after that many pages (QEMU killed while it cleans up).
     """
 
     kind = "cleanup"
-    stop_after: int | None = None
 
     def __init__(self, fabric: Fabric, name: str, hv: Any, vm: VirtualMachine, delay: int) -> None:
         super().__init__(fabric, name)
@@ -343,6 +342,6 @@ class CleanupActor(Actor):
     async def main(self) -> None:
         if self.delay:
             await self.sleep(self.delay)
-        await perform(self, self.hv, self.vm, self.stop_after)
+        await perform(self, self.hv, self.vm, self.vm.spec.cleanup_killed_after)
         env = await self.receive()
         self.reply(env, Ack(detail="cleanup finished"))

@@ -51,6 +51,11 @@ class _Complete:
     token: int
 
 
+FIRMWARE_ERROR_RC = 0x0106
+"""What an injected firmware error answers (``FaultPlan.fail_uvcs``): rc 0x0106, a
+code no UVC gives for a well-formed call, so a hypervisor can only treat it as fatal."""
+
+
 @final
 class UltravisorActor(Actor):
     """Answers every UVC of one server.
@@ -60,6 +65,8 @@ class UltravisorActor(Actor):
         busy_fault: a callable ``(command) -> bool`` deciding whether to
             answer busy anyway (a fault site of stress campaigns); ``None``
             for never. Returning ``Cc.PARTIAL`` answers cc 3 instead.
+        failing: command -> the call numbers (from 1) of that UVC that fail
+            with a firmware error (``FaultPlan.fail_uvcs``).
     """
 
     kind = "ultravisor"
@@ -72,6 +79,8 @@ class UltravisorActor(Actor):
         self._token = 0
         self._answers: dict[int, Any] = {}
         self.busy_fault: Any = None
+        self.failing: dict[UvcCommand, frozenset[int]] = {}
+        self._executed: dict[UvcCommand, int] = {}
         self.calls = 0
         self.busy = 0
 
@@ -147,6 +156,13 @@ class UltravisorActor(Actor):
         self.reply(env, self._execute(env.msg))
 
     def _execute(self, call: Uvc) -> Any:
+        command = call.request.COMMAND
+        failing = self.failing.get(command)
+        if failing is not None:
+            n = self._executed[command] = self._executed.get(command, 0) + 1
+            if n in failing:
+                self.record("uvc-fault", command=command.name, rc=FIRMWARE_ERROR_RC, call=n)
+                return RESPONSE_TYPES[command](cc=Cc.ERROR, rc=FIRMWARE_ERROR_RC, rrc=0)
         try:
             return self.uv.execute(call.caller, call.request)
         except NotificationIntercept as intercept:

@@ -45,7 +45,9 @@ class VmSpec:
     dump: bool = False
     """The hypervisor dumps the guest once, while it runs (actors._dump)."""
     cleanup_delay: int = 0
-    """Virtual ns the asynchronous cleanup thread waits before its PERFORM (for race tests)."""
+    """Virtual ns the asynchronous cleanup thread waits before its PERFORM (QEMU's thread is slow to run)."""
+    cleanup_killed_after: int | None = None
+    """A fatal signal kills the cleanup thread after that many pages of its PERFORM (``None``: never)."""
     owner: Any = field(default=None, repr=False)
     """What the guest's owner prepared for attestation and secrets (actors._guest_attest.OwnerMaterial)."""
 

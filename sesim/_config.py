@@ -7,7 +7,10 @@ Example::
                                  # (names as for --inject-bug)
 
     [faults]                     # optional fault sites, percent per chance, until heal_at ns
-    uv_busy = 5
+    uv_busy = 5                  # also: import_busy, uv_partial, sie_exit_delay, io_error,
+                                 # reclaim_storm, heal_at, start_at (see actors/_faults.py)
+    fail_uvcs = []               # one-shot firmware errors: "CREATE_SEC_CPU:2" fails the
+                                 # second CREATE_SEC_CPU call (cc 1, rc 0x0106)
 
     [server]
     name = "z15-a"
@@ -29,6 +32,15 @@ Example::
     teardown = "sync"            # optional: "sync", "async" (guests over 2 GiB) or "exit"
     dump = false                 # optional: the hypervisor dumps it once while it runs
                                  # (a built image then allows dumping, PCF bit 34)
+    # With teardown = "async" only: QEMU's cleanup thread waits cleanup_delay ns before
+    # its PERFORM, and a fatal signal kills it after cleanup_killed_after pages.
+
+    [[host_thread]]              # optional: a host thread racing with a guest (§8)
+    kind = "reader"              # "reader" (QEMU reads guest pages: exports),
+                                 # "ref-noise", "pinner" (pins a shared page), "tamperer"
+    guest = "alpha"
+    addresses = [0x100000]       # guest pages it works on (ref-noise: none needed)
+    rounds = 6                   # optional: reads / reference rounds / swap polls
 
     [[guest]]
     name = "legacy"
@@ -49,6 +61,7 @@ from typing import Any
 from actors._bugs import BUG_NAMES
 from actors._faults import FaultPlan
 from actors._guest_io import IO_OPS
+from actors._host_threads import HostThread
 from actors._virtio import io_layout
 from actors._workload import parse_op
 from protocol import SesimError, UsageError
@@ -60,10 +73,15 @@ class ConfigError(SesimError):
     """The run configuration is not valid."""
 
 
-_TOP = {"strategy", "pct_depth", "server", "guest", "faults", "bugs"}
-_FAULTS = {"uv_busy", "import_busy", "sie_exit_delay", "io_error", "reclaim_storm", "heal_at", "start_at"}
+_TOP = {"strategy", "pct_depth", "server", "guest", "faults", "bugs", "host_thread"}
+_FAULT_PERCENTS = {"uv_busy", "import_busy", "uv_partial", "sie_exit_delay", "io_error", "reclaim_storm"}
+_FAULTS = {*_FAULT_PERCENTS, "heal_at", "start_at", "fail_uvcs"}
 _SERVER = {"name", "memory_mib", "cpus", "host_key", "guest_memory_limit_mib", "guest_memory_limit_kib", "destroy_fast"}
-_GUEST = {"name", "secure", "memory_mib", "cpus", "workload", "image", "image_for", "teardown", "dump"}
+_GUEST = {
+    "name", "secure", "memory_mib", "cpus", "workload", "image", "image_for", "teardown", "dump", "cleanup_delay",
+    "cleanup_killed_after",
+}
+_HOST_THREAD = {"kind", "guest", "addresses", "rounds"}
 _TEARDOWNS = ("sync", "async", "exit")
 
 
@@ -150,8 +168,8 @@ def parse_config(
         if limit_kib:
             raise ConfigError(f"{where}: give guest_memory_limit_mib or guest_memory_limit_kib, not both")
         limit_kib = _positive(where, "guest_memory_limit_mib", _get(where, server, "guest_memory_limit_mib", int), 0) * 1024
-    if limit_kib and limit_kib < 64:
-        raise ConfigError(f"{where}.guest_memory_limit_kib: at least 64 KiB (16 pages), got {limit_kib}")
+    if limit_kib and limit_kib < 16:
+        raise ConfigError(f"{where}.guest_memory_limit_kib: at least 16 KiB (4 pages), got {limit_kib}")
     destroy_fast = _get(where, server, "destroy_fast", bool, True)
     bugs = _get(source, data, "bugs", list, [])
     for j, bug in enumerate(bugs):
@@ -200,6 +218,12 @@ def parse_config(
         dump = _get(where, g, "dump", bool, False)
         if dump and not secure:
             raise ConfigError(f"{where}.dump: only a secure guest is dumped")
+        cleanup_delay = _positive(where, "cleanup_delay", _get(where, g, "cleanup_delay", int, 0), 0)
+        killed = g.get("cleanup_killed_after")
+        if killed is not None:
+            killed = _positive(where, "cleanup_killed_after", _get(where, g, "cleanup_killed_after", int), 0)
+        if (cleanup_delay or killed is not None) and teardown != "async":
+            raise ConfigError(f"{where}: cleanup_delay and cleanup_killed_after need teardown = \"async\"")
         guests.append(
             GuestConfig(
                 name=gname,
@@ -211,18 +235,28 @@ def parse_config(
                 image_path=str(base / image) if image else "",
                 teardown=teardown,
                 dump=dump,
+                cleanup_delay=cleanup_delay,
+                cleanup_killed_after=killed,
             )
         )
     faults_raw = _get(source, data, "faults", dict, {})
     where = f"{source}: faults"
     _check_keys(where, faults_raw, _FAULTS)
     fault_values = {}
-    for key in sorted(_FAULTS):
+    for key in sorted(_FAULTS - {"fail_uvcs"}):
         if key in faults_raw:
-            high = None if key in ("heal_at", "start_at") else 100
+            high = 100 if key in _FAULT_PERCENTS else None
             fault_values[key] = _positive(where, key, _get(where, faults_raw, key, int), 0, high)
+    fail_uvcs = _get(where, faults_raw, "fail_uvcs", list, [])
+    if not all(isinstance(entry, str) for entry in fail_uvcs):
+        raise ConfigError(f"{where}.fail_uvcs: must be a list of strings \"COMMAND:N\"")
+    try:
+        plan = FaultPlan(**fault_values, fail_uvcs=tuple(fail_uvcs))
+    except UsageError as exc:
+        raise ConfigError(f"{where}.{exc}") from None
     return RunConfig(
-        faults=FaultPlan(**fault_values),
+        faults=plan,
+        host_threads=_host_threads(source, data, names),
         server=name,
         memory_mib=memory,
         cpus=cpus,
@@ -234,3 +268,27 @@ def parse_config(
         destroy_fast=destroy_fast,
         bugs=tuple(bugs),
     )
+
+
+def _host_threads(source: str, data: dict[str, Any], guests: set[str]) -> tuple[HostThread, ...]:
+    threads = []
+    for i, t in enumerate(_get(source, data, "host_thread", list, [])):
+        where = f"{source}: host_thread[{i}]"
+        if not isinstance(t, dict):
+            raise ConfigError(f"{where}: must be a table")
+        _check_keys(where, t, _HOST_THREAD)
+        guest = _get(where, t, "guest", str)
+        if guest not in guests:
+            raise ConfigError(f"{where}.guest: no guest named {guest!r}")
+        addresses = _get(where, t, "addresses", list, [])
+        for j, address in enumerate(addresses):
+            if isinstance(address, bool) or not isinstance(address, int) or address < 0:
+                raise ConfigError(f"{where}.addresses[{j}]: must be a guest address (an integer), got {address!r}")
+        rounds = _positive(where, "rounds", _get(where, t, "rounds", int, 0), 0, 1 << 20)
+        try:
+            threads.append(
+                HostThread(kind=_get(where, t, "kind", str), guest=guest, addresses=tuple(addresses), rounds=rounds)
+            )
+        except UsageError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return tuple(threads)

@@ -21,10 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from actors import Fabric, PctStrategy, RandomStrategy
 from actors._bugs import BugSwitches
 from actors._faults import NO_FAULTS, FaultPlan
+from actors._host_threads import HostThread
 from actors._system import System
-from machine import UvLimits
 from actors._vm import VirtualMachine, VmSpec
 from actors._workload import parse_workload
+from machine import UvLimits
 from protocol._components import ComponentKind
 from protocol._crypto import ec_private_from_scalar
 from protocol._hkd import read_host_private_key
@@ -84,6 +85,8 @@ class GuestConfig:
     image_path: str = ""  # a boot image file (from `sesim image create`) instead of a built one
     teardown: str = "sync"  # "sync", "async" (guests over 2 GiB) or "exit": how it is torn down
     dump: bool = False  # the hypervisor dumps it once while it runs (its image allows dumping)
+    cleanup_delay: int = 0  # virtual ns QEMU's asynchronous cleanup thread waits before its PERFORM
+    cleanup_killed_after: int | None = None  # a fatal signal kills that thread after this many pages
 
 
 @frozen(kw_only=True)
@@ -99,6 +102,7 @@ class RunConfig:
     guest_memory_limit_kib: int = 0  # host memory for guest pages (0: no limit); beyond it the reclaim thread swaps
     bugs: tuple[str, ...] = ()  # historical kernel bugs the hypervisor re-creates (actors._bugs)
     destroy_fast: bool = True  # the UV has DESTROY_SEC_CONF_FAST (QUI bit 23)
+    host_threads: tuple[HostThread, ...] = ()  # host threads racing with the guests (actors._host_threads)
 
     def to_json(self) -> dict[str, Any]:
         """This configuration in the TOML schema of :mod:`sesim._config` (so that
@@ -127,6 +131,10 @@ class RunConfig:
                 guest["teardown"] = g.teardown
             if g.dump:
                 guest["dump"] = True
+            if g.cleanup_delay:
+                guest["cleanup_delay"] = g.cleanup_delay
+            if g.cleanup_killed_after is not None:
+                guest["cleanup_killed_after"] = g.cleanup_killed_after
             guests.append(guest)
         out: dict[str, Any] = {"strategy": self.strategy, "pct_depth": self.pct_depth, "server": server}
         if self.faults != NO_FAULTS:
@@ -134,6 +142,8 @@ class RunConfig:
         if self.bugs:
             out["bugs"] = list(self.bugs)
         out["guest"] = guests
+        if self.host_threads:
+            out["host_thread"] = [t.describe() for t in self.host_threads]
         return out
 
 
@@ -291,6 +301,8 @@ def run(
                 image_name=g.image_for or config.server,
                 teardown=g.teardown,
                 dump=g.dump,
+                cleanup_delay=g.cleanup_delay,
+                cleanup_killed_after=g.cleanup_killed_after,
             )
         )
     if strategy is None:
@@ -321,6 +333,7 @@ def run(
             bugs=switches,
             guest_memory_limit=config.guest_memory_limit_kib * 1024 or None,
             limits=None if config.destroy_fast else UvLimits(destroy_fast=False),
+            host_threads=config.host_threads,
         )
         if setup is not None:
             setup(system)

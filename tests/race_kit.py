@@ -1,14 +1,15 @@
-"""Seeded race scenarios of uv-semantics.md §8 ("Suggested stress scenarios"), for tests/test_races.py.
+"""Helpers for the race and memory tests: small configurations, one seeded run, its outcome.
 
-Each scenario is a small configuration (one guest, small memory, a few
-operations), an optional *setup* that adds host threads to the wired system
-(a QEMU thread reading guest memory, a source of reference-count noise, a
-pin held by a device, a hostile host tampering with the swap device, a
-firmware that answers busy), and a *check* of one run. The monitors of
-:mod:`traces._monitors` run in every run; a run also fails on a hang.
+The §8 scenarios themselves are run configurations (:mod:`sesim._scenarios`,
+with host threads and fault sites of :mod:`actors._host_threads` and
+:mod:`actors._faults`); here is what tests add around them: a run that keeps
+the events a check needs and the wired system, checks of one run, and a
+few test-only hooks (a :class:`Probe` thread, a UVC made to fail always).
+The monitors of :mod:`traces._monitors` run in every run; a run also fails
+on a hang.
 
-Images and the host key are built once per process and given to the runs as
-files, so a run costs only the simulation (a few milliseconds).
+Images and the host key of :func:`config` are built once per process and
+given to the runs as files, so a run costs only the simulation.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from cryptography.hazmat.primitives import serialization
 
 from actors import Actor, RunLimitReached
 from actors._faults import FaultPlan
+from actors._host_threads import HostThread, wait_running
 from actors._system import System
-from actors._teardown import CleanupActor
 from machine import FrameState
 from protocol import Cc, UvcCommand
 from sesim._simulation import (
@@ -41,7 +42,6 @@ PAGE = 4096
 MAX_STEPS = 60_000
 KERNEL_SIZE = 0x11000
 """A small synthetic kernel (68 KiB; stage3b's S390EP marker sits at 0x10008): short boots."""
-IMPORT_LIKE = frozenset({UvcCommand.CONV_TO_SEC_STOR, UvcCommand.UNPACK_IMG, UvcCommand.UNPIN_PAGE_SHARED})
 
 
 @functools.cache
@@ -70,11 +70,13 @@ def guest(
     memory_mib: int = 4,
     teardown: str = "sync",
     dump: bool = False,
+    cleanup_delay: int = 0,
+    cleanup_killed_after: int | None = None,
 ) -> GuestConfig:
     image = str(_assets() / f"{name}{'-dump' if dump else ''}.img") if secure else ""
     return GuestConfig(
         name=name, secure=secure, memory_mib=memory_mib, cpus=cpus, workload=tuple(workload), image_path=image,
-        teardown=teardown, dump=dump,
+        teardown=teardown, dump=dump, cleanup_delay=cleanup_delay, cleanup_killed_after=cleanup_killed_after,
     )
 
 
@@ -82,7 +84,13 @@ JITTER = FaultPlan(sie_exit_delay=50, heal_at=1 << 50)
 """Vary the timing between seeds: half the exceptions are handled late (0.5-50 µs)."""
 
 
-def config(*guests: GuestConfig, limit_kib: int = 0, faults: FaultPlan = JITTER) -> RunConfig:
+def config(
+    *guests: GuestConfig,
+    limit_kib: int = 0,
+    faults: FaultPlan = JITTER,
+    host_threads: Iterable[HostThread] = (),
+    destroy_fast: bool = True,
+) -> RunConfig:
     return RunConfig(
         memory_mib=3072,
         cpus=4,
@@ -90,6 +98,8 @@ def config(*guests: GuestConfig, limit_kib: int = 0, faults: FaultPlan = JITTER)
         host_key_path=str(_assets() / "host.pem"),
         guest_memory_limit_kib=limit_kib,
         faults=faults,
+        host_threads=tuple(host_threads),
+        destroy_fast=destroy_fast,
     )
 
 
@@ -151,8 +161,6 @@ def run_seed(
 
     def wire(system: System) -> None:
         holder.append(system)
-        # A smaller UV base donation (1 MiB instead of 8): nothing here needs more, and it is cheaper.
-        system.uv.limits = attrs.evolve(system.uv.limits, uv_base_stor_len=1 << 20)
         if setup is not None:
             setup(system)
 
@@ -167,115 +175,9 @@ def run_seed(
 
 
 # ------------------------------------------------------------- host threads
-async def wait_running(actor: Actor, system: System, name: str) -> Any:
-    """Poll until guest ``name`` runs its workload; ``None`` if it never does."""
-    while True:
-        vm = next((vm for vm in system.vms if vm.name == name), None)
-        if vm is not None and vm.guest is not None and vm.guest.state == "running":
-            return vm
-        if vm is not None and vm.guest is not None and vm.guest.state in ("refused", "stopped"):
-            return None
-        await actor.sleep(20_000)
-
-
-class HostReader(Actor):
-    """A QEMU thread reading guest pages again and again (each read of a secure page exports it)."""
-
-    def __init__(self, system: System, guest: str, gfns: tuple[int, ...], reads: int) -> None:
-        super().__init__(system.fabric, "qemu-reader")
-        self.system, self.guest, self.gfns, self.reads = system, guest, gfns, reads
-        self.done = 0
-
-    async def main(self) -> None:
-        vm = await wait_running(self, self.system, self.guest)
-        if vm is None:
-            return
-        kvm = self.system.hypervisor.kvm
-        for _ in range(self.reads):
-            await self.sleep(1_000 + 1_000 * self.choose("reader-pause", 6))
-            if vm.memory_released:
-                return
-            gfn = self.gfns[self.choose("reader-page", len(self.gfns))]
-            if await kvm.user_access(self, vm, gfn, reader="qemu-reader") is not None:
-                self.done += 1
-
-
-class RefNoise(Actor):
-    """Short-lived page references (``get_user_pages`` FOLL_GET users, LRU batches of other CPUs)."""
-
-    def __init__(self, system: System, guest: str, rounds: int) -> None:
-        super().__init__(system.fabric, "ref-noise")
-        self.system, self.guest, self.rounds = system, guest, rounds
-
-    async def main(self) -> None:
-        vm = await wait_running(self, self.system, self.guest)
-        if vm is None:
-            return
-        mm = self.system.hypervisor.kvm.mm
-        for _ in range(self.rounds):
-            await self.sleep(500 + 500 * self.choose("noise-pause", 4))
-            mapped = list(vm.space.mappings())
-            if not mapped or vm.memory_released:
-                return
-            _, pfn = mapped[self.choose("noise-page", len(mapped))]
-            page = mm.page(pfn)
-            if mm.try_get(page):
-                await self.sleep(1_000 + 2_000 * self.choose("noise-hold", 3))
-                mm.put(page, self.name)
-
-
-class Pinner(Actor):
-    """A device that pins a page the guest shared (FOLL_PIN → PIN_PAGE_SHARED) and holds it a while."""
-
-    def __init__(self, system: System, guest: str, gfn: int) -> None:
-        super().__init__(system.fabric, "pinner")
-        self.system, self.guest, self.gfn = system, guest, gfn
-        self.pinned = False
-
-    async def main(self) -> None:
-        vm = await wait_running(self, self.system, self.guest)
-        if vm is None:
-            return
-        kvm = self.system.hypervisor.kvm
-        memory = self.system.server.memory
-        for _ in range(200):
-            pfn = vm.space.pfn_of(self.gfn)
-            if pfn is not None and memory.state_of(pfn) is FrameState.SHARED:
-                break
-            await self.sleep(500)
-        else:
-            return
-        page = await kvm.gup_pin(self, vm, self.gfn)
-        if page is None:
-            return
-        self.pinned = True
-        await self.sleep(2_000 + 8_000 * self.choose("pin-hold", 6))
-        kvm.gup_unpin(self, page)
-
-
-class Tamperer(Actor):
-    """A hostile host: flips a bit of one of the guest's pages on the swap device."""
-
-    def __init__(self, system: System, guest: str, gfns: range) -> None:
-        super().__init__(system.fabric, "tamperer")
-        self.system, self.guest, self.gfns = system, guest, gfns
-        self.tampered: int | None = None
-
-    async def main(self) -> None:
-        vm = await wait_running(self, self.system, self.guest)
-        if vm is None:
-            return
-        kvm = self.system.hypervisor.kvm
-        for _ in range(400):
-            await self.sleep(2_000)
-            if vm.memory_released:
-                return
-            for gfn in self.gfns:
-                slot = vm.swap_ptes.get(gfn)
-                if slot is not None and slot not in kvm.mm.swapcache and kvm.swap.tamper(slot):
-                    self.tampered = gfn
-                    self.record("tamper", guest=vm.name, gfn=gfn, slot=slot)
-                    return
+def reader(guest: str, *addresses: int, reads: int = 6) -> HostThread:
+    """A QEMU thread reading these guest pages (each read of a secure page exports it)."""
+    return HostThread(kind="reader", guest=guest, addresses=addresses, rounds=reads)
 
 
 def import_busy_storm(system: System, *, length: int) -> None:
@@ -292,22 +194,6 @@ def import_busy_storm(system: System, *, length: int) -> None:
                 return False
             started.append(uv_actor.now)
         return uv_actor.now < started[0] + length
-
-    uv_actor.busy_fault = fault
-
-
-def random_busy(system: System, *, busy: int, partial: int) -> None:
-    """The UV answers busy (any command) or partial (host commands that may end partial) at random."""
-    uv_actor = system.uv_actor
-    partial_ok = IMPORT_LIKE | {UvcCommand.CONV_FROM_SEC_STOR, UvcCommand.PIN_PAGE_SHARED, UvcCommand.DESTR_SEC_STOR}
-
-    def fault(command: UvcCommand) -> Any:
-        roll = uv_actor.choose("uv-random-busy", 100)
-        if roll < busy:
-            return True
-        if command in partial_ok and roll < busy + partial:
-            return Cc.PARTIAL
-        return False
 
     uv_actor.busy_fault = fault
 
@@ -329,25 +215,11 @@ def fail_uvcs(system: System, failing: dict[UvcCommand, Callable[[Any], bool]], 
     uv.execute = faulty  # type: ignore[method-assign]
 
 
-def stop_cleanup_after(pages: int | None) -> None:
-    """A fatal signal kills QEMU's cleanup thread after ``pages`` pages of its PERFORM."""
-    CleanupActor.stop_after = pages
-
-
 def free_frames_not_host(system: System) -> list[int]:
     """Frames on the allocator's free list that are not plain host memory (never allowed)."""
     memory = system.server.memory
     free = system.allocator._free
     return sorted(pfn for pfn in free if memory.state_of(pfn) not in (FrameState.HOST,))
-
-
-def without_destroy_fast(system: System) -> None:
-    """Firmware without DESTROY_SEC_CONF_FAST: a configuration set aside lives on until its PERFORM."""
-    from machine._uv_core import HANDLERS
-
-    uv = system.uv
-    uv.limits = attrs.evolve(uv.limits, destroy_fast=False)
-    uv.host_installed = uv.limits.host_commands() & HANDLERS.keys()
 
 
 class Probe(Actor):

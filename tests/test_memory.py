@@ -36,6 +36,7 @@ from protocol import (
 )
 from sesim._cli import main
 from sesim._config import ConfigError, parse_config
+from sesim._scenarios import tampered_swap
 from sesim._simulation import demo_config, run
 from sesim.testbed import GuestKilled, open_testbed
 
@@ -402,13 +403,8 @@ def test_a_failing_share_stops_the_guest_before_any_io() -> None:
 
 
 def test_a_tampered_swapped_page_kills_the_guest_without_its_data_being_accepted() -> None:
-    from race_kit import Tamperer
-
-    pairs = [f"0x{0x100000 + 0x2000 * i:x} pages=2" for i in range(3)]
-    cfg = config(guest("a", [*(f"write {p}" for p in pairs), "compute 150000", *(f"read {p}" for p in pairs)], cpus=1),
-                 limit_kib=32)
     for seed in range(20):
-        outcome = run_seed(cfg, seed, setup=lambda s: Tamperer(s, "a", range(0x100, 0x106)) and None)
+        outcome = run_seed(tampered_swap(seed), seed)
         if outcome.count("tamper") and outcome.vm("a").guest.state == "stopped":
             break
     else:

@@ -20,28 +20,21 @@ import attrs
 import pytest
 from race_kit import (
     JITTER,
-    HostReader,
     Outcome,
-    Pinner,
-    RefNoise,
-    Tamperer,
     config,
-    fail_uvcs,
     free_frames_not_host,
     guest,
-    import_busy_storm,
-    random_busy,
     run_seed,
-    stop_cleanup_after,
-    without_destroy_fast,
 )
 
 from actors._system import System
 from machine import FrameState
 from machine._uv_storage import RC_CONFIG_HAS_CPUS
 from protocol import UvcCommand
+from sesim import _scenarios as sc
+from sesim._simulation import RunConfig
 
-Build = Callable[[int], tuple[Any, Callable[[System], None] | None]]
+Build = Callable[[int], RunConfig]
 
 
 @attrs.frozen
@@ -64,23 +57,6 @@ def _halted(outcome: Outcome, name: str = "a") -> list[str]:
     return problems
 
 
-def _with_delay(system: System, delay: int) -> None:
-    """QEMU's cleanup thread waits ``delay`` ns before its PERFORM."""
-    hv = system.hypervisor
-    hv.specs = [attrs.evolve(spec, cleanup_delay=delay) for spec in hv.specs]
-
-
-# ----------------------------------------------------------- 1 one page
-def _one_page(seed: int) -> tuple[Any, Any]:
-    workload = ["write 0x100000 pages=2", *["read 0x100000 pages=2"] * 4, "write 0x101000", *["read 0x100000 pages=2"] * 3]
-    readers: dict[int, HostReader] = {}
-
-    def setup(system: System) -> None:
-        readers[seed] = HostReader(system, "a", (0x100, 0x101), reads=6)
-
-    return config(guest("a", workload, cpus=4)), setup
-
-
 def _one_page_check(outcome: Outcome) -> list[str]:
     problems = _halted(outcome)
     reads = [e for e in outcome.events if e["kind"] == "host-read" and e.get("reader") == "qemu-reader"]
@@ -89,57 +65,11 @@ def _one_page_check(outcome: Outcome) -> list[str]:
     return problems
 
 
-# ------------------------------------------------------- 2 random busy
-def _busy(seed: int) -> tuple[Any, Any]:
-    workload = ["write 0x100000 pages=2", "share 0x200000", "io-write 0 0x100000 pages=2", "unshare 0x200000",
-                "io-read 0 0x104000 pages=2", "read 0x100000 pages=2"]
-    return config(guest("a", workload)), lambda s: random_busy(s, busy=15, partial=10)
-
-
-# -------------------------------------------------- 3 reference noise
-def _noise(seed: int) -> tuple[Any, Any]:
-    workload = ["write 0x100000 pages=6", "read 0x100000 pages=6", "write 0x100000 pages=6", "read 0x100000 pages=6"]
-    return config(guest("a", workload), limit_kib=160), lambda s: RefNoise(s, "a", rounds=30) and None
-
-
-# ------------------------------- 4 async reboot: the new guest meets old pages
-def _reboot(seed: int, *, fast: bool | None = None) -> tuple[Any, Any]:
-    """The old configuration leaves a secure and a shared page above 2 GiB; odd seeds lack DESTROY_SEC_CONF_FAST."""
-    workload = [
-        "write 0x90000000 pages=3", "share 0x90004000", "reboot reipl",
-        "write 0x90000000 pages=2", "read 0x90000000 pages=3", "read 0x90004000",
-    ]
-    cfg = config(guest("a", workload, memory_mib=3072, teardown="async"))
-    fast = seed % 2 == 0 if fast is None else fast
-
-    def setup(system: System) -> None:
-        _with_delay(system, 5_000_000)
-        if not fast:
-            without_destroy_fast(system)
-
-    return cfg, setup
-
-
-# ------------------------- 5 a second vCPU that cannot destroy exports
-def _second_cpu(seed: int) -> tuple[Any, Any]:
-    workload = ["write 0x90000000", "reboot reipl", "read 0x90000000", "read 0x90000000"]
-    cfg = config(guest("a", workload, cpus=2, memory_mib=3072, teardown="async"))
-    return cfg, lambda s: _with_delay(s, 5_000_000)
-
-
 def _fell_back(outcome: Outcome) -> bool:
     return outcome.vm("a").stats.uvcs.get(("DESTR_SEC_STOR", RC_CONFIG_HAS_CPUS), 0) > 0
 
 
-# ----------------------------------------------- 6 exit during PERFORM
-def _perform(seed: int) -> tuple[Any, Any]:
-    workload = ["write 0x90000000 pages=4", "reboot reipl", "read 0x100000"]
-    cfg = config(guest("a", workload, memory_mib=3072, teardown="async"))
-    return cfg, lambda s: stop_cleanup_after(seed % 4)
-
-
 def _perform_check(outcome: Outcome) -> list[str]:
-    stop_cleanup_after(None)
     problems = _halted(outcome)
     system = outcome.system
     vm = outcome.vm("a")
@@ -154,22 +84,6 @@ def _perform_check(outcome: Outcome) -> list[str]:
     if free_frames_not_host(system):
         problems.append("a frame the UV owns is on the free list")
     return problems
-
-
-# ------------------------------------------- 7 CREATE_SEC_CPU fails
-def _cpu_fails(seed: int) -> tuple[Any, Any]:
-    k = 1 + seed % 2
-    destroy_fails = seed % 3 == 0
-    seen: list[int] = []
-
-    def setup(system: System) -> None:
-        def destroy(request: Any) -> bool:
-            seen.append(request.handle)
-            return destroy_fails and len(seen) == 1
-
-        fail_uvcs(system, {UvcCommand.CREATE_SEC_CPU: lambda r: r.num == k, UvcCommand.DESTROY_SEC_CPU: destroy})
-
-    return config(guest("a", ["write 0x100000", "read 0x100000"], cpus=3)), setup
 
 
 def _cpu_fails_check(outcome: Outcome) -> list[str]:
@@ -189,22 +103,9 @@ def _cpu_fails_check(outcome: Outcome) -> list[str]:
     return problems
 
 
-# --------------------------------- 8 REMOVE_SHARED on a pinned page
-def _pinned(seed: int) -> tuple[Any, Any]:
-    workload = ["write 0x100000", "share 0x100000", "compute 20000", "unshare 0x100000", "read 0x100000"]
-    return config(guest("a", workload, cpus=1)), lambda s: Pinner(s, "a", 0x100) and None
-
-
 def _unpins(outcome: Outcome) -> int:
     """How often the guest's REMOVE_SHARED met a pinned page (intercept 108 and an unpin try)."""
     return outcome.vm("a").stats.intercepts["108 uvc"]
-
-
-# ------------------------------------------------ 9 tampered swap
-def _tamper(seed: int) -> tuple[Any, Any]:
-    pairs = [f"0x{0x100000 + 0x2000 * i:x} pages=2" for i in range(3)]
-    workload = [*(f"write {p}" for p in pairs), "compute 150000", *(f"read {p}" for p in pairs)]
-    return config(guest("a", workload, cpus=1), limit_kib=32), lambda s: Tamperer(s, "a", range(0x100, 0x106)) and None
 
 
 def _tamper_check(outcome: Outcome) -> list[str]:
@@ -220,12 +121,6 @@ def _tamper_check(outcome: Outcome) -> list[str]:
     return problems
 
 
-# ------------------------------------------- 10 dump while running
-def _dump(seed: int) -> tuple[Any, Any]:
-    workload = ["write 0x100000 pages=2", *["compute 25000", "read 0x100000 pages=2"] * 4]
-    return config(guest("a", workload, dump=True), limit_kib=160), None
-
-
 def _dump_check(outcome: Outcome) -> list[str]:
     problems = _halted(outcome)
     if outcome.count("dump-start") != outcome.count("dump-complete"):
@@ -235,35 +130,35 @@ def _dump_check(outcome: Outcome) -> list[str]:
 
 SCENARIOS: dict[str, Scenario] = {
     "1-many-vcpus-fault-one-page-while-the-host-exports-it": Scenario(
-        _one_page, _one_page_check, lambda os: sum(o.count("host-read", reader="qemu-reader") for o in os) > 0,
+        sc.one_page, _one_page_check, lambda os: sum(o.count("host-read", reader="qemu-reader") for o in os) > 0,
         "the host thread read (exported) the page",
     ),
     "2-uv-answers-busy-and-partial-at-random": Scenario(
-        _busy, _halted, lambda os: sum(o.result.uv_busy for o in os if o.result) > 0, "busy or partial answers"
+        sc.random_busy, _halted, lambda os: sum(o.result.uv_busy for o in os if o.result) > 0, "busy or partial answers"
     ),
     "3-reference-noise-makes-the-freeze-fail": Scenario(
-        _noise, _halted, lambda os: sum(o.vm("a").stats.ebusy for o in os) > 0, "-EBUSY from a failed freeze"
+        sc.reference_noise, _halted, lambda os: sum(o.vm("a").stats.ebusy for o in os) > 0, "-EBUSY from a failed freeze"
     ),
     "4-async-reboot-new-guest-destroys-old-pages": Scenario(
-        _reboot, _halted, lambda os: sum(o.vm("a").stats.exceptions["0x3d"] for o in os) > 0, "0x3d inside SIE"
+        sc.async_reboot, _halted, lambda os: sum(o.vm("a").stats.exceptions["0x3d"] for o in os) > 0, "0x3d inside SIE"
     ),
     "5-second-cpu-that-cannot-destroy-exports": Scenario(
-        _second_cpu, _halted, lambda os: any(_fell_back(o) for o in os), "a destroy that failed and an export"
+        sc.second_cpu, _halted, lambda os: any(_fell_back(o) for o in os), "a destroy that failed and an export"
     ),
     "6-fatal-signal-during-perform": Scenario(
-        _perform, _perform_check, lambda os: sum(o.count("cleanup-interrupted") for o in os) > 0, "an interrupted PERFORM"
+        sc.perform_killed, _perform_check, lambda os: sum(o.count("cleanup-interrupted") for o in os) > 0, "an interrupted PERFORM"
     ),
     "7-create-sec-cpu-fails": Scenario(
-        _cpu_fails, _cpu_fails_check, lambda os: any(o.vm("a").stats.leaked_pages for o in os), "a leak"
+        sc.create_cpu_fails, _cpu_fails_check, lambda os: any(o.vm("a").stats.leaked_pages for o in os), "a leak"
     ),
     "8-remove-shared-on-a-pinned-page": Scenario(
-        _pinned, _halted, lambda os: any(_unpins(o) > 1 for o in os), "an unpin retried after intercept 108"
+        sc.pinned_shared, _halted, lambda os: any(_unpins(o) > 1 for o in os), "an unpin retried after intercept 108"
     ),
     "9-tampered-swap-page": Scenario(
-        _tamper, _tamper_check, lambda os: sum(o.count("tamper") for o in os) > 0, "a tampered page"
+        sc.tampered_swap, _tamper_check, lambda os: sum(o.count("tamper") for o in os) > 0, "a tampered page"
     ),
     "10-dump-while-vcpus-run": Scenario(
-        _dump, _dump_check,
+        sc.dump_running, _dump_check,
         lambda os: sum(o.count("kvm-run") for o in os) > 0 and sum(o.count("dump-complete") for o in os) > len(os) // 2,
         "KVM_RUN refused while dumping (in most seeds a completed dump)"
     ),
@@ -276,11 +171,7 @@ def test_scenario_holds_over_every_seed(name: str, seeds: range) -> None:
     outcomes = []
     failures = []
     for seed in seeds:
-        cfg, setup = scenario.build(seed)
-        try:
-            outcome = run_seed(cfg, seed, setup=setup)
-        finally:
-            stop_cleanup_after(None)
+        outcome = run_seed(scenario.build(seed), seed)
         problems = outcome.failures + scenario.check(outcome)
         if problems:
             failures.append((seed, problems[:3]))
@@ -290,26 +181,12 @@ def test_scenario_holds_over_every_seed(name: str, seeds: range) -> None:
 
 
 # ------------------------------------------------------- bug switches
-def _storm(seed: int) -> tuple[Any, Any]:
-    """Two vCPUs import pages of one page table while the UV answers every import busy for 250 µs."""
-    workload = ["write 0x100000 pages=3", "write 0x110000 pages=3", "read 0x100000 pages=3", "read 0x110000 pages=3"]
-    return config(guest("a", workload)), lambda s: import_busy_storm(s, length=250_000)
-
-
-def _thrash(seed: int) -> tuple[Any, Any]:
-    """Guest memory far below the working set: the reclaim thread takes pages the vCPUs are importing."""
-    pairs = [f"0x{0x100000 + 0x2000 * i:x} pages=2" for i in range(6)]
-    workload = [*(f"write {p}" for p in pairs), *(f"read {p}" for p in pairs), *(f"write {p}" for p in pairs[::2]),
-                *(f"read {p}" for p in pairs)]
-    return config(guest("a", workload), limit_kib=40), lambda s: RefNoise(s, "a", rounds=20) and None
-
-
 BUG_HUNTS: dict[str, tuple[Build, range]] = {
-    "busy-loop-under-lock": (_storm, range(20)),
-    "destroy-without-export-fallback": (_second_cpu, range(100)),
-    "no-export-before-import": (functools.partial(_reboot, fast=False), range(20)),
-    "writeback-without-ref": (_thrash, range(60)),
-    "import-without-pte-lock": (_thrash, range(60)),
+    "busy-loop-under-lock": (sc.import_storm, range(20)),
+    "destroy-without-export-fallback": (sc.second_cpu, range(100)),
+    "no-export-before-import": (functools.partial(sc.async_reboot, fast=False), range(20)),
+    "writeback-without-ref": (sc.thrash, range(60)),
+    "import-without-pte-lock": (sc.thrash, range(60)),
 }
 """Per switch: the scenario that catches it, and the seeds within which one must fail."""
 
@@ -318,8 +195,7 @@ BUG_HUNTS: dict[str, tuple[Build, range]] = {
 def test_bug_switch_breaks_a_monitor_within_a_bounded_seed_range(bug: str) -> None:
     build, seeds = BUG_HUNTS[bug]
     for seed in seeds:
-        cfg, setup = build(seed)
-        outcome = run_seed(cfg, seed, setup=setup, bugs=(bug,))
+        outcome = run_seed(build(seed), seed, bugs=(bug,))
         if outcome.failures:
             return
     pytest.fail(f"{bug}: no seed in {seeds} broke a monitor or hung")
@@ -328,12 +204,11 @@ def test_bug_switch_breaks_a_monitor_within_a_bounded_seed_range(bug: str) -> No
 @pytest.mark.parametrize("name", ["storm", "thrash"])
 def test_bug_hunting_scenarios_pass_with_every_switch_off(name: str, seeds: range) -> None:
     """The two configurations only the bug hunts use, over their hunting range (all of it with --long)."""
-    build = {"storm": _storm, "thrash": _thrash}[name]
+    build = {"storm": sc.import_storm, "thrash": sc.thrash}[name]
     hunted = max(r.stop for b, r in BUG_HUNTS.values() if b is build)
     failures = []
     for seed in seeds if len(seeds) > 200 else range(hunted):
-        cfg, setup = build(seed)
-        outcome = run_seed(cfg, seed, setup=setup)
+        outcome = run_seed(build(seed), seed)
         if outcome.failures or _halted(outcome):
             failures.append((seed, (outcome.failures + _halted(outcome))[:2]))
     assert failures == []

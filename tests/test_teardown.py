@@ -15,7 +15,6 @@ import trio
 
 from actors import Fabric, RandomStrategy
 from actors._system import System
-from actors._teardown import CleanupActor
 from actors._vm import VmSpec
 from actors._workload import parse_workload
 from machine import FrameState, UvLimits
@@ -54,6 +53,7 @@ def run_system(
     limits: UvLimits | None = None,
     fail: dict[UvcCommand, int] | None = None,
     cleanup_delay: int = 0,
+    cleanup_killed_after: int | None = None,
     seed: int = 1,
 ) -> Run:
     """Run one secure guest ``alpha`` (2 vCPUs); ``fail`` makes the UV answer those commands cc 1 with that rc."""
@@ -61,7 +61,7 @@ def run_system(
     spec = VmSpec(
         name="alpha", secure=True, memory=memory, cpus=2, workload=parse_workload(workload),
         image=build_image(seed=seed, name="alpha", host_keys=[key.public_key()]),
-        teardown=teardown, cleanup_delay=cleanup_delay,
+        teardown=teardown, cleanup_delay=cleanup_delay, cleanup_killed_after=cleanup_killed_after,
     )  # fmt: skip
     uvcs: list[tuple[str, str]] = []
     events: list[tuple[str, str, dict]] = []
@@ -194,9 +194,10 @@ def test_without_destroy_fast_the_cleanup_thread_destroys_the_set_aside_configur
     assert _all_freed(run)
 
 
-def test_a_cleanup_killed_midway_is_finished_when_the_vm_is_destroyed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(CleanupActor, "stop_after", 1)
-    run = run_system(LARGE, memory=3 * GIB, teardown="async", limits=UvLimits(destroy_fast=False))
+def test_a_cleanup_killed_midway_is_finished_when_the_vm_is_destroyed() -> None:
+    run = run_system(
+        LARGE, memory=3 * GIB, teardown="async", limits=UvLimits(destroy_fast=False), cleanup_killed_after=1
+    )
     kinds = [kind for _, kind, _ in run.events]
     assert "cleanup-interrupted" in kinds and "cleanup-leftover" in kinds
     assert run.commands("alpha.cleanup") == ["DESTR_SEC_STOR"]
