@@ -80,8 +80,7 @@ class TraceDB:
             if view.sql:
                 con.execute(f"CREATE VIEW {view.name} AS {view.sql}")
         rows = con.execute(
-            "SELECT tr.tid, tr.trace, tr.seed, tr.sesim, tr.strategy, coalesce(s.n, 0) FROM _traces tr"
-            " LEFT JOIN (SELECT tid, count(step) AS n FROM _ev GROUP BY tid) s USING (tid) ORDER BY tid"
+            "SELECT tid, trace, seed, sesim, strategy, coalesce(events, 0) FROM _traces ORDER BY tid"
         ).fetchall()
         self._traces = tuple(
             TraceInfo(tid=r[0], trace=r[1], seed=r[2], sesim=r[3] or "", strategy=r[4] or "", events=r[5]) for r in rows

@@ -22,6 +22,7 @@ from typing import Final
 
 from attrs import frozen
 
+from ._load import GUEST_CODES, GUEST_KINDS
 from ._uvcs import RUNS_SQL
 
 
@@ -42,11 +43,11 @@ FROM _ev e JOIN _traces tr USING (tid)
 WHERE e.step IS NOT NULL
 """
 
+# events, steps and end_t are counted when the load checks ``_ev`` (``traces._load.check_loaded``).
 _TRACES_SQL: Final = """
-SELECT tr.trace, tr.seed, tr.sesim, tr.strategy, tr.config, coalesce(s.events, 0) AS events,
-       s.steps, s.end_t, coalesce(u.uvcs, 0) AS uvcs, coalesce(u.busy, 0) AS busy
+SELECT tr.trace, tr.seed, tr.sesim, tr.strategy, tr.config, coalesce(tr.events, 0) AS events,
+       tr.steps, tr.end_t, coalesce(u.uvcs, 0) AS uvcs, coalesce(u.busy, 0) AS busy
 FROM _traces tr
-LEFT JOIN (SELECT tid, count(step) AS events, max(step) AS steps, max(t) AS end_t FROM _ev GROUP BY tid) s USING (tid)
 LEFT JOIN (SELECT tid, count(*) AS uvcs, count(*) FILTER (WHERE cc = 2) AS busy FROM _uvc GROUP BY tid) u USING (tid)
 """
 
@@ -73,13 +74,12 @@ SELECT trace, pfn, to_state AS state, owner, guest, t AS t_from,
 FROM frames
 """
 
-GUESTS_SQL: Final = """
+GUESTS_SQL: Final = f"""
 -- materialised once per load as _guests (three reports read it)
 WITH ev AS (
     SELECT tid, kind, t, coalesce(guest, msg.guest) AS guest, secure, state, reason
     FROM _ev
-    WHERE kind IN ('vm-create', 'pv-running', 'guest-running', 'pv-refused', 'guest-halt', 'vm-destroy',
-                   'guest-booted', 'swap-out', 'swap-in', 'corruption', 'violation')
+    WHERE kc BETWEEN {GUEST_CODES[0]} AND {GUEST_CODES[1]}  -- kind IN {GUEST_KINDS}
 ),
 g AS (
     SELECT tid, guest,

@@ -11,8 +11,10 @@ messages are not that precise, so a failed or suspicious scan is followed by a
 plain Python pass over the files concerned (:func:`find_bad_line`) that finds
 the first offending line; that slow path runs only when something is wrong.
 
-Two private tables result: ``_traces`` (one row per trace: its header and
-where its lines start in the scan) and ``_ev`` (one row per event, typed).
+Two private tables result: ``_traces`` (one row per trace: its header, where
+its lines start in the scan and its totals) and ``_ev`` (one row per event,
+typed, plus ``kc``: a small code for the kinds of event the UVC build and the
+canned reports filter on, see :data:`KIND_CODES`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,29 @@ EVENT_FIELDS: Final[dict[str, tuple[str, str]]] = {
     "secure": ("secure", "BOOLEAN"),
     "msg": ("msg", _MSG),
 }
+# Kinds the UVC build and the canned reports select rows by. ``_ev`` is not
+# compressed (see ``_analyze``), so comparing its ``kind`` strings costs about
+# 10 ms per million events at each pass; the scan computes this code once and
+# later passes filter on it (a one-byte column, filtered inside the scan).
+# Every other kind (and a row without one) is 0. The guests table reads the kinds
+# from ``violation`` on, one range of codes (``traces._duck.GUESTS_SQL``).
+GUEST_KINDS: Final = (
+    "violation", "vm-create", "pv-running", "guest-running", "pv-refused", "guest-halt", "vm-destroy",
+    "guest-booted", "swap-out", "swap-in", "corruption",
+)  # fmt: skip
+KIND_CODES: Final[dict[str, int]] = {
+    kind: code for code, kind in enumerate(("recv", "reply", "frame", *GUEST_KINDS), start=1)
+}
+GUEST_CODES: Final = (KIND_CODES[GUEST_KINDS[0]], KIND_CODES[GUEST_KINDS[-1]])
+"""First and last code of :data:`GUEST_KINDS` (``kc BETWEEN ...``)."""
+
+
+def kind_code_sql(column: str = "kind") -> str:
+    """The SQL expression giving :data:`KIND_CODES` of ``column`` (0 for any other kind)."""
+    whens = " ".join(f"WHEN '{kind}' THEN {code}" for kind, code in KIND_CODES.items())
+    return f"(CASE {column} {whens} ELSE 0 END)::UTINYINT"
+
+
 _REQUIRED: Final = (("step", int), ("t", int), ("actor", str), ("kind", str))
 _INTEGER_TYPES: Final = frozenset({"BIGINT", "INTEGER", "UBIGINT"})
 
@@ -197,18 +222,20 @@ EV_COLUMNS: Final = tuple(column for column, _ in EVENT_FIELDS.values())
 
 
 def create_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """``_traces`` (headers) and ``_ev`` (events, header rows included as all-NULL rows).
+    """``_traces`` (headers, totals) and ``_ev`` (events, header rows included as all-NULL rows).
 
     A file's lines go into ``_ev`` in one append, in order, so an event's line
     number is its ``rowid`` minus the file's ``base`` (no ordinality column to
-    compute at load, which would cost a third of the scan).
+    compute at load, which would cost a third of the scan). ``events``,
+    ``steps`` and ``end_t`` of ``_traces`` are filled by :func:`check_loaded`.
     """
     columns = ", ".join(f"{column} {sql_type}" for column, sql_type in EVENT_FIELDS.values())
     con.execute(
         "CREATE TEMP TABLE _traces (tid INTEGER, trace VARCHAR, path VARCHAR, parquet BOOLEAN, seed BIGINT,"
-        " sesim VARCHAR, format_version INTEGER, strategy VARCHAR, config VARCHAR, base BIGINT)"
+        " sesim VARCHAR, format_version INTEGER, strategy VARCHAR, config VARCHAR, base BIGINT,"
+        " events BIGINT, steps BIGINT, end_t BIGINT)"
     )
-    con.execute(f"CREATE TEMP TABLE _ev (tid INTEGER, {columns})")
+    con.execute(f"CREATE TEMP TABLE _ev (tid INTEGER, {columns}, kc UTINYINT)")
 
 
 def load_jsonl(con: duckdb.DuckDBPyConnection, paths: Sequence[Path], first_tid: int) -> None:
@@ -230,12 +257,15 @@ def load_jsonl(con: duckdb.DuckDBPyConnection, paths: Sequence[Path], first_tid:
             json.dumps(h.get("strategy"), sort_keys=True),
             json.dumps(h.get("config"), sort_keys=True),
             0,
+            None,
+            None,
+            None,
         )
         for i, (p, h) in enumerate(zip(paths, headers, strict=True))
     ]
-    con.executemany("INSERT INTO _traces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    con.executemany("INSERT INTO _traces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     columns = _columns_sql()
-    select = _select_list()
+    select = f"{_select_list()}, {kind_code_sql(_quote('kind'))}"
     for i, path in enumerate(paths):
         scan = (
             f"read_json({_sql_str(_abs(path))}, format='newline_delimited', columns={columns},"
@@ -251,26 +281,30 @@ def load_jsonl(con: duckdb.DuckDBPyConnection, paths: Sequence[Path], first_tid:
 def check_loaded(con: duckdb.DuckDBPyConnection, paths: Sequence[Path], first_tid: int) -> None:
     """Each file must have read as one run of rows: its header, then events with step/t/actor/kind.
 
-    Sets each trace's ``base`` (rowid of its header minus one).
+    Sets each trace's ``base`` (rowid of its header minus one) and its totals
+    (``events``: rows with a step, ``steps``: the last step, ``end_t``: the
+    last time), all from the one pass over ``_ev`` that checks it.
     """
     stats = con.execute(
         "SELECT tid, min(rowid), max(rowid), count(*),"
         " count(*) FILTER (WHERE step IS NULL OR t IS NULL OR actor IS NULL OR kind IS NULL),"
-        " min(rowid) FILTER (WHERE step IS NULL)"
+        " min(rowid) FILTER (WHERE step IS NULL), count(step), max(step), max(t)"
         f" FROM _ev WHERE tid >= {first_tid} GROUP BY tid"
     ).fetchall()
     seen = {row[0] for row in stats}
     bad = [
-        paths[tid - first_tid] for tid, lo, hi, n, nulls, hdr in stats if nulls != 1 or hdr != lo or hi - lo + 1 != n
+        paths[tid - first_tid]
+        for tid, lo, hi, n, nulls, hdr, *_ in stats
+        if nulls != 1 or hdr != lo or hi - lo + 1 != n
     ]
     if bad:
         raise _locate(bad, None)
     for i, path in enumerate(paths):
         if first_tid + i not in seen:
             raise FormatError(f"{path}: no events could be read")
-    con.execute(
-        "UPDATE _traces SET base = s.lo - 1 FROM (SELECT tid, min(rowid) AS lo FROM _ev"
-        f" WHERE tid >= {first_tid} GROUP BY tid) s WHERE _traces.tid = s.tid"
+    con.executemany(
+        "UPDATE _traces SET base = ?, events = ?, steps = ?, end_t = ? WHERE tid = ?",
+        [(lo - 1, events, steps, end_t, tid) for tid, lo, _, _, _, _, events, steps, end_t in stats],
     )
 
 
@@ -315,9 +349,10 @@ def load_parquet(con: duckdb.DuckDBPyConnection, path: Path, first_tid: int) -> 
     con.execute(
         f"INSERT INTO _traces SELECT {first_tid} + n, trace, {_sql_str(_abs(path))}, true,"
         " TRY_CAST(json->>'$.seed' AS BIGINT), json->>'$.sesim', TRY_CAST(json->>'$.format_version' AS INTEGER),"
-        " json_extract(json, '$.strategy')::VARCHAR, json_extract(json, '$.config')::VARCHAR, 0 FROM _pq"
+        " json_extract(json, '$.strategy')::VARCHAR, json_extract(json, '$.config')::VARCHAR, 0, NULL, NULL, NULL"
+        " FROM _pq"
     )
-    cols = ", ".join(EV_COLUMNS)
+    cols = f"{', '.join(EV_COLUMNS)}, {kind_code_sql()}"
     for n, trace in con.execute("SELECT n, trace FROM _pq ORDER BY n").fetchall():
         # The table was written in line order and a Parquet scan keeps it (no sort needed);
         # the order is checked below all the same.

@@ -15,6 +15,7 @@ from attrs import frozen
 from protocol import UsageError
 
 from ._format import ResultTable
+from ._load import KIND_CODES
 
 if TYPE_CHECKING:
     from ._analyze import TraceDB
@@ -31,6 +32,9 @@ class Report:
     sql_many: str = ""
     empty: str = ""
     only_if: str = ""  # a cheap count: when 0, the table is empty without running ``sql``
+
+
+_VIOLATION_COUNT: Final = f"SELECT count(*) FROM _ev WHERE kc = {KIND_CODES['violation']}"  # kind = 'violation'
 
 
 def _us(expr: str) -> str:
@@ -111,7 +115,7 @@ REPORTS: Final[tuple[Report, ...]] = (
             SELECT trace, line, {_us("t")} AS t_us, actor, guest, monitor, detail
             FROM violations ORDER BY trace, line""",
         empty="no monitor violations",
-        only_if="SELECT count(*) FROM _ev WHERE kind = 'violation'",
+        only_if=_VIOLATION_COUNT,
     ),
     Report(
         name="latency",

@@ -3,6 +3,13 @@
 Materialised once per load because most views and reports read it; the rest
 of the views are plain (lazy) DuckDB views. See :mod:`traces._duck` for the
 order in which a call's guest is found.
+
+Speed: ``_ev`` is stored uncompressed (see ``_analyze``), so each pass over it
+costs about 10 ms per million events for every string column it filters on.
+The build therefore selects rows by the kind code ``kc`` the load computed
+(``traces._load.KIND_CODES``), reads the guests' names (``_names``) and the
+events the context rule needs (``_ctx``) once for both queries, and joins guest
+frames on equal integer types (a BIGINT/UBIGINT join widens both to HUGEINT).
 """
 
 from __future__ import annotations
@@ -11,8 +18,30 @@ from typing import TYPE_CHECKING, Final
 
 from protocol import REQUEST_TYPES, RESPONSE_TYPES, UvcCommand
 
+from ._load import KIND_CODES
+
 if TYPE_CHECKING:
     import duckdb
+
+_NAMES: Final = f"""
+CREATE OR REPLACE TEMP TABLE _names AS
+SELECT DISTINCT tid, guest FROM _ev WHERE kc = {KIND_CODES["vm-create"]} AND guest IS NOT NULL
+"""
+
+# The events the context rule (_CONTEXT) may pick: those naming a guest, at the callers
+# whose name is not a created guest's (``alpha.cpu0`` is). Only their calls can still
+# lack a guest when _CONTEXT is asked (see ``asked`` in _HANDLES, ``need`` in _UVC).
+_CTX: Final = f"""
+CREATE OR REPLACE TEMP TABLE _ctx AS
+SELECT tid, actor, rowid AS ord, coalesce(guest, msg.guest) AS guest FROM _ev
+WHERE (guest IS NOT NULL OR msg.guest IS NOT NULL) AND actor IN (
+    SELECT a.caller FROM (
+        SELECT DISTINCT tid, src AS caller FROM _ev WHERE kc = {KIND_CODES["recv"]} AND msg.type = 'Uvc'
+        UNION
+        SELECT DISTINCT tid, actor FROM _ev WHERE kc = {KIND_CODES["reply"]}
+    ) a ANTI JOIN _names n ON n.tid = a.tid AND n.guest = split_part(a.caller, '.', 1)
+)
+"""
 
 # The guest a caller was last busy with: the latest event at that actor naming a
 # guest (the hypervisor serves one guest's Diag308 or halt at a time). {rows} has
@@ -20,13 +49,9 @@ if TYPE_CHECKING:
 _CONTEXT: Final = """
 SELECT u.tid, u.req_ord, g.guest AS ctx_guest
 FROM {rows} u
-ASOF JOIN (
-    SELECT tid, actor, rowid AS ord, coalesce(guest, msg.guest) AS guest FROM _ev
-    WHERE (guest IS NOT NULL OR msg.guest IS NOT NULL) AND actor IN (SELECT DISTINCT caller FROM {rows})
-) g ON g.tid = u.tid AND g.actor = u.caller AND g.ord <= u.at
+ASOF JOIN (SELECT * FROM _ctx WHERE actor IN (SELECT DISTINCT caller FROM {rows})) g
+    ON g.tid = u.tid AND g.actor = u.caller AND g.ord <= u.at
 """
-
-_NAMES: Final = "(SELECT DISTINCT tid, guest FROM _ev WHERE kind = 'vm-create' AND guest IS NOT NULL)"
 
 # Handles are learnt from the answers that create them.
 _HANDLES: Final = f"""
@@ -34,8 +59,8 @@ CREATE OR REPLACE TEMP TABLE _handles AS
 WITH made AS MATERIALIZED (
     SELECT e.tid, e.actor AS caller, e.rowid AS req_ord, e.rowid AS at, e.msg.guest_handle AS gh,
         e.msg.cpu_handle AS ch, n.guest AS name_guest
-    FROM _ev e LEFT JOIN {_NAMES} n ON n.tid = e.tid AND n.guest = split_part(e.actor, '.', 1)
-    WHERE e.kind = 'reply' AND e.msg.cc = 0 AND e.msg.type IN ({{creators}})
+    FROM _ev e LEFT JOIN _names n ON n.tid = e.tid AND n.guest = split_part(e.actor, '.', 1)
+    WHERE e.kc = {KIND_CODES["reply"]} AND e.msg.cc = 0 AND e.msg.type IN ({{creators}})
 ),
 asked AS MATERIALIZED (SELECT * FROM made WHERE name_guest IS NULL),
 ctx AS ({_CONTEXT.format(rows="asked")}),
@@ -57,12 +82,12 @@ WITH req AS (
              THEN coalesce(msg.request.guest_handle, msg.request.handle, msg.caller.config_handle)
              ELSE coalesce(msg.request.guest_handle, msg.request.handle) END AS handle,
         msg.request.cpu_handle AS cpu_arg
-    FROM _ev WHERE kind = 'recv' AND msg.type = 'Uvc'
+    FROM _ev WHERE kc = {KIND_CODES["recv"]} AND msg.type = 'Uvc'
 ),
 rep AS (
     SELECT tid, corr, actor, rowid AS reply_ord, step AS reply_step, t AS reply_t, sent AS reply_sent,
         msg.type AS response_type, msg.cc AS cc, msg.rc AS rc, msg.rrc AS rrc
-    FROM _ev WHERE kind = 'reply'
+    FROM _ev WHERE kc = {KIND_CODES["reply"]}
 ),
 g0 AS MATERIALIZED (
     SELECT req.* EXCLUDE (gaddr, paddr), rep.reply_ord, rep.reply_step, rep.reply_t, rep.reply_sent, rep.response_type,
@@ -78,7 +103,7 @@ g0 AS MATERIALIZED (
     FROM req
     LEFT JOIN rep ON rep.tid = req.tid AND rep.corr = req.corr AND rep.actor = req.caller
     LEFT JOIN _commands c ON c.request_type = req.request_type
-    LEFT JOIN {_NAMES} n ON n.tid = req.tid AND n.guest = split_part(req.caller, '.', 1)
+    LEFT JOIN _names n ON n.tid = req.tid AND n.guest = split_part(req.caller, '.', 1)
     LEFT JOIN _handles h1 ON h1.tid = req.tid AND h1.handle = req.handle
     LEFT JOIN _handles h2 ON h2.tid = req.tid AND h2.handle = req.cpu_arg
 ),
@@ -87,7 +112,7 @@ need AS MATERIALIZED (
 ),
 fo AS (
     SELECT tid, pfn, rowid AS ord, owner FROM _ev
-    WHERE kind = 'frame' AND owner <> 0 AND coalesce(count, 1) = 1 AND pfn IN (SELECT pfn FROM need)
+    WHERE kc = {KIND_CODES["frame"]} AND owner <> 0 AND coalesce(count, 1) = 1 AND pfn IN (SELECT pfn FROM need)
 ),
 fg AS (
     SELECT n.tid, n.req_ord, hf.guest AS frame_guest
@@ -102,7 +127,7 @@ g2 AS MATERIALIZED (
 -- A call that names a guest frame acts on the host frame that backs it: the one the
 -- latest event naming both (reclaim, swap-out, swap-in, host-read, ...) gives, up to its answer.
 bygfn AS MATERIALIZED (
-    SELECT tid, req_ord, coalesce(reply_ord, req_ord) AS at, guest, gfn FROM g2
+    SELECT tid, req_ord, coalesce(reply_ord, req_ord) AS at, guest, gfn::BIGINT AS gfn FROM g2
     WHERE pfn IS NULL AND gfn IS NOT NULL AND guest IS NOT NULL
 ),
 gm AS (
@@ -157,11 +182,11 @@ def commands_rows() -> list[tuple[str, str, int]]:
 
 
 def build_uvcs(con: duckdb.DuckDBPyConnection) -> None:
-    """(Re)build ``_commands``, ``_handles`` and ``_uvc`` from ``_ev``."""
+    """(Re)build ``_commands``, ``_names``, ``_ctx``, ``_handles`` and ``_uvc`` from ``_ev``."""
     con.execute("CREATE OR REPLACE TEMP TABLE _commands (request_type VARCHAR, command VARCHAR, code INTEGER)")
     con.executemany("INSERT INTO _commands VALUES (?, ?, ?)", commands_rows())
     creators = ", ".join(
         f"'{RESPONSE_TYPES[c].__name__}'" for c in (UvcCommand.CREATE_SEC_CONF, UvcCommand.CREATE_SEC_CPU)
     )
-    con.execute(_HANDLES.format(creators=creators))
-    con.execute(_UVC)
+    for sql in (_NAMES, _CTX, _HANDLES.format(creators=creators), _UVC):
+        con.execute(sql)
