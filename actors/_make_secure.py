@@ -73,7 +73,10 @@ async def make_hva_secure(kvm: Kvm, actor: Actor, vm: VirtualMachine, request: A
             mm.ptl_unlock(key, who)
     if rc == _EBUSY or (rc == "again" and kvm.bugs.writeback_without_ref):
         # (Before 3f29f6537f54 every -EAGAIN waited for writeback too, without a reference.)
-        vm.stats.ebusy += rc == _EBUSY
+        if rc == _EBUSY:
+            vm.stats.ebusy += 1
+            # Visible in the trace: the freeze failed on extra references or writeback (§8 #3).
+            actor.record("import-ebusy", guest=vm.name, pfn=page.pfn)
         await _wiggle(kvm, actor, page, gen)
         vm.stats.eagain += 1
         return Outcome("again")

@@ -20,12 +20,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 from actors import RandomStrategy, RunLimitReached
 from actors._strategy import PctStrategy
 
 from ._simulation import RunConfig, RunResult, run
+from ._scenarios import scenario
 from ._swarm import standard_config, swarm_config
 
 DEFAULT_MAX_STEPS = 200_000
@@ -42,8 +43,12 @@ class CampaignOptions:
     faults: bool = True
     max_steps: int = DEFAULT_MAX_STEPS
     bugs: tuple[str, ...] = ()
+    scenario: str = ""  # a §8 scenario of sesim._scenarios instead of the standard configuration
 
     def config(self, seed: int) -> RunConfig:
+        if self.scenario:
+            config = scenario(self.scenario).build(seed)
+            return evolve(config, strategy=self.strategy, pct_depth=self.depth)
         if self.swarm:
             return swarm_config(seed, strategy=self.strategy, depth=self.depth, faults=self.faults)
         return standard_config(strategy=self.strategy, depth=self.depth)
@@ -71,8 +76,12 @@ class SeedOutcome:
 
     @property
     def failure_class(self) -> str:
-        """What kind of failure (for shrinking: a smaller run must fail the same way)."""
-        return self.failures[0].split(":", 1)[0] if self.failures else ""
+        """What kind of failure (for shrinking: a smaller run must fail the same way):
+        ``violation: MONITOR``, ``corruption``, ``hang``, ``crash`` or ``liveness``."""
+        if not self.failures:
+            return ""
+        parts = self.failures[0].split(":", 2)
+        return f"{parts[0]}: {parts[1].strip()}" if parts[0] == "violation" and len(parts) > 2 else parts[0]
 
 
 class HashSink:
@@ -116,9 +125,12 @@ class CoverageCounter:
     def __init__(self) -> None:
         self.triples: set[tuple[str, str, str]] = set()
         self.rcs: set[tuple[str, int]] = set()
+        self.tampered: set[str] = set()  # guests a hostile host thread tampered with
 
     def __call__(self, logger: Any, method_name: str, event: dict[str, Any]) -> dict[str, Any]:
         kind = event.get("kind", "")
+        if kind == "tamper":
+            self.tampered.add(str(event.get("guest", "")))
         msg = event.get("msg")
         what = ""
         if msg is not None:
@@ -136,8 +148,14 @@ class CoverageCounter:
         return event
 
 
-def verdict(result: RunResult) -> list[str]:
-    """Why a finished run is a failure (empty: it passed)."""
+def verdict(result: RunResult, tampered: Iterable[str] = ()) -> list[str]:
+    """Why a finished run is a failure (empty: it passed).
+
+    A guest a hostile host thread tampered with may stop: the UV refusing the
+    tampered page is the right answer (the progress monitor still checks
+    that the stop was for an integrity failure).
+    """
+    tampered = set(tampered)
     failures = []
     for violation in getattr(result, "violations", ()):
         failures.append(f"violation: {violation}")
@@ -146,6 +164,8 @@ def verdict(result: RunResult) -> list[str]:
         if guest is not None and guest.corruptions:
             failures.append(f"corruption: {vm.name}: {guest.corruptions[0]}")
         state = vm.state.value
+        if guest is not None and guest.state == "stopped" and vm.name in tampered and state == "halted":
+            continue
         if guest is not None and guest.state in ("stopped", "corrupted") and state != "refused":
             state = f"{state}, its OS {guest.state}"
         elif state in ("halted", "refused"):
@@ -178,7 +198,7 @@ def run_seed(
             **({"bugs": options.bugs} if options.bugs else {}),
         )
         steps = result.steps
-        failures = verdict(result)
+        failures = verdict(result, coverage.tampered)
     except RunLimitReached as exc:
         failures = [f"hang: {exc}"]
     except Exception as exc:  # an actor crashed: that is the finding

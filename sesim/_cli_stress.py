@@ -16,6 +16,7 @@ from rich.table import Table
 from actors._bugs import BUG_NAMES
 
 from ._campaign import CampaignOptions, CampaignResult, SeedOutcome, recheck_seeds, run_distributed, run_seed, run_serial
+from ._scenarios import SCENARIO_NAMES
 from ._shrink import shrink, write_shrunk_trace
 
 
@@ -39,6 +40,8 @@ def _reproduce(seed: int, options: CampaignOptions) -> str:
         words += ["--depth", str(options.depth)]
     if options.swarm:
         words.append("--swarm")
+    if options.scenario:
+        words += ["--scenario", options.scenario]
     if not options.faults:
         words.append("--no-faults")
     for bug in options.bugs:
@@ -51,6 +54,8 @@ def _reproduce(seed: int, options: CampaignOptions) -> str:
 @click.option("--strategy", type=click.Choice(["random", "pct"]), default="random", show_default=True)
 @click.option("--depth", type=int, default=3, show_default=True, help="PCT bug depth (with --strategy pct).")
 @click.option("--swarm/--no-swarm", default=False, help="Each seed also picks topology, workloads and faults.")
+@click.option("--scenario", type=click.Choice(SCENARIO_NAMES), default=None,
+              help="Run a race scenario of uv-semantics.md §8 instead (its configuration varies with the seed).")
 @click.option("--faults/--no-faults", default=True, show_default=True, help="Fault sites in the safety phase.")
 @click.option("--workers", type=int, default=os.cpu_count() or 1, show_default=True,
               help="Processes of a Dask LocalCluster (1: run in this process).")
@@ -64,7 +69,7 @@ def _reproduce(seed: int, options: CampaignOptions) -> str:
               show_default=True, help="Where failing seeds leave their traces, and the coverage file.")
 @click.option("--shrink-seconds", type=float, default=30.0, show_default=True, help="Time budget per shrink.")
 @click.option("--max-failures", type=int, default=5, show_default=True, help="Failing seeds to record and shrink.")
-def stress(seed_text: str, strategy: str, depth: int, swarm: bool, faults: bool, workers: int,
+def stress(seed_text: str, strategy: str, depth: int, swarm: bool, scenario: str | None, faults: bool, workers: int,
            scheduler: str | None, recheck: float, bugs: tuple[str, ...], max_steps: int, out_dir: Path,
            shrink_seconds: float, max_failures: int) -> None:
     """Run a stress campaign over SEEDS and report every failing seed.
@@ -76,8 +81,10 @@ def stress(seed_text: str, strategy: str, depth: int, swarm: bool, faults: bool,
     UVC rcs reached are printed and saved there as coverage.json.
     """
     seeds = parse_seeds(seed_text)
+    if swarm and scenario:
+        raise click.UsageError("--swarm and --scenario exclude each other")
     options = CampaignOptions(strategy=strategy, depth=depth, swarm=swarm, faults=faults, max_steps=max_steps,
-                              bugs=bugs)
+                              bugs=bugs, scenario=scenario or "")
     console = Console(highlight=False)
     failures = 0
     started = time.perf_counter()

@@ -28,7 +28,7 @@ from actors._faults import FaultPlan
 from actors._strategy import GuidedStrategy
 
 from ._campaign import CampaignOptions, SeedOutcome, run_seed
-from ._simulation import RunConfig
+from ._simulation import GuestConfig, RunConfig
 
 T = TypeVar("T")
 
@@ -88,12 +88,30 @@ def shrink(seed: int, options: CampaignOptions, original: SeedOutcome, *, runs: 
     config = config or options.config(seed)
     ops_before = sum(len(g.workload) for g in config.guests)
 
-    def fails_config(candidate: RunConfig) -> bool:
-        return run_seed(seed, options, config=candidate).failure_class == target
+    best = original.steps or options.max_steps
 
-    # 1. guests
-    guests = _ddmin(list(config.guests), lambda gs: bool(gs) and fails_config(attrs.evolve(config, guests=tuple(gs))), budget)
-    config = attrs.evolve(config, guests=tuple(guests))
+    def fails_config(candidate: RunConfig) -> bool:
+        # Smaller only: a candidate must fail the same way in no more steps (a shorter
+        # workload can make a run longer, e.g. when its guest then thrashes).
+        nonlocal best
+        outcome = run_seed(seed, options, config=candidate)
+        if outcome.failure_class != target or outcome.steps > best:
+            return False
+        best = outcome.steps
+        return True
+
+    def with_guests(gs: list[GuestConfig]) -> RunConfig:
+        names = {g.name for g in gs}  # a host thread goes with its guest
+        threads = tuple(t for t in config.host_threads if t.guest in names)
+        return attrs.evolve(config, guests=tuple(gs), host_threads=threads)
+
+    # 1. guests, then host threads
+    guests = _ddmin(list(config.guests), lambda gs: bool(gs) and fails_config(with_guests(gs)), budget)
+    config = with_guests(guests)
+    threads = _ddmin(
+        list(config.host_threads), lambda ts: fails_config(attrs.evolve(config, host_threads=tuple(ts))), budget
+    )
+    config = attrs.evolve(config, host_threads=tuple(threads))
     # 2. workload steps, guest by guest
     for index in range(len(config.guests)):
         def with_ops(ops: list[str], index: int = index) -> RunConfig:
@@ -111,9 +129,9 @@ def shrink(seed: int, options: CampaignOptions, original: SeedOutcome, *, runs: 
             candidate = attrs.evolve(config, guests=tuple(gs))
             if fails_config(candidate):
                 config = candidate
-    for site in ("uv_busy", "import_busy", "sie_exit_delay", "io_error", "reclaim_storm"):
+    for site in ("uv_busy", "import_busy", "uv_partial", "fail_uvcs", "sie_exit_delay", "io_error", "reclaim_storm"):
         if getattr(config.faults, site) and budget.take():
-            candidate = attrs.evolve(config, faults=attrs.evolve(config.faults, **{site: 0}))
+            candidate = attrs.evolve(config, faults=attrs.evolve(config.faults, **{site: type(getattr(config.faults, site))()}))
             if fails_config(candidate):
                 config = candidate
     # 4. the schedule: record the failing run's deviations, then drop as many as possible.
@@ -122,9 +140,17 @@ def shrink(seed: int, options: CampaignOptions, original: SeedOutcome, *, runs: 
     deviations = sorted(recorder.deviations.items())
     data = {step: tuple(values) for step, values in recorder.data.items()}
 
+    best = min(best, outcome.steps) if outcome.failure_class == target else best
+
     def fails_schedule(kept: list[tuple[int, str]]) -> bool:
-        strategy = GuidedStrategy(dict(kept), data)
-        return run_seed(seed, options, config=config, strategy=strategy).failure_class == target
+        # As above: fewer deviations only if the run stays as short (the default schedule,
+        # first ready actor, can starve one actor and run far longer before it fails).
+        nonlocal best
+        found = run_seed(seed, options, config=config, strategy=GuidedStrategy(dict(kept), data))
+        if found.failure_class != target or found.steps > best:
+            return False
+        best = found.steps
+        return True
 
     kept = deviations
     if outcome.failure_class == target and budget.take():

@@ -14,16 +14,28 @@ from __future__ import annotations
 
 import random
 
-from actors._faults import FaultPlan
+from attrs import evolve
 
+from actors._faults import FaultPlan
+from actors._host_threads import HostThread
+
+from ._scenarios import SCENARIOS
 from ._simulation import GuestConfig, RunConfig
 
 PAGE = 4096
+SCENARIO_SHARE = 0.15
+"""The share of swarm seeds that run one of the race scenarios of :mod:`sesim._scenarios`."""
+
+
+HIGH = 0x90000000
+"""Where a big guest's workload also goes: above 2 GiB, the pages an asynchronous teardown
+leaves to QEMU's cleanup thread (the new configuration after a re-IPL meets them)."""
 
 
 def _workload(rng: random.Random, memory_mib: int, steps: int, *, io: bool, reboot: bool) -> tuple[str, ...]:
     # The top of guest memory holds the I/O rings and bounce buffers; stay below them.
     top = min(memory_mib << 20, 16 << 20) - (64 << 12)
+    high = memory_mib << 20 > HIGH + (16 << 20) and rng.random() < 0.7
     kinds = ["write", "read", "compute", "diag500", "diag9c", "share", "unshare"]
     weights = [6, 5, 2, 1, 1, 1, 1]
     if io:
@@ -35,6 +47,8 @@ def _workload(rng: random.Random, memory_mib: int, steps: int, *, io: bool, rebo
         kind = rng.choices(kinds, weights=weights)[0]
         pages = rng.randint(1, 4)
         addr = rng.randrange(0x100, (top // PAGE) - pages) * PAGE  # above the boot image
+        if high and rng.random() < 0.5:
+            addr = HIGH + rng.randrange(64) * PAGE  # a few pages, so that later ops meet them again
         if kind in ("write", "read"):
             ops.append(f"{kind} {addr:#x} pages={pages}")
         elif kind in ("io-write", "io-read"):
@@ -53,11 +67,13 @@ def _workload(rng: random.Random, memory_mib: int, steps: int, *, io: bool, rebo
     ops.extend(f"unshare {addr:#x}" for addr in shared)
     if reboot and ops:
         at = rng.randrange(len(ops))
-        kind = rng.choice(["normal", "normal", "clear", "reipl", "reipl"])
+        # A big guest mostly re-IPLs: that is where its asynchronous teardown meets the new guest.
+        kind = rng.choice(["normal", "clear", "reipl", "reipl", "reipl"] if high else ["normal", "normal", "clear", "reipl", "reipl"])
         after: list[str] = []
         if kind == "reipl":
             # Right after a re-IPL two vCPUs touch the pages the old configuration left behind.
             touched = [op.split()[1] for op in ops[:at] if op.startswith("write ")]
+            touched.sort(key=lambda a: int(a, 16) < HIGH)  # pages above 2 GiB first: the old guest's leftovers
             for addr in touched[:3]:
                 after += [f"read {addr}", f"read {addr}"]
         ops[at:at] = [f"reboot {kind}", *after]
@@ -86,9 +102,19 @@ def swarm_config(seed: int, *, strategy: str = "random", depth: int = 3, faults:
     in play: host memory pressure (a guest-page limit that makes the reclaim
     thread swap), guest I/O through bounce buffers, reboots (including a
     re-IPL into a new configuration), teardown modes (a guest over 2 GiB may be
-    torn down asynchronously), and the fault sites of the safety phase.
+    torn down asynchronously, by a cleanup thread that may start late, and
+    uses memory above 2 GiB), host threads racing with a guest (QEMU reading
+    its pages, reference noise, a device pinning a shared page), and the
+    fault sites of the safety phase. A share of the seeds (with faults on)
+    runs one of the §8 race scenarios instead, with the seed's schedule.
     """
     rng = random.Random(f"sesim-swarm:{seed}")
+    if faults and rng.random() < SCENARIO_SHARE:
+        # A §8 scenario: the feature combinations known to matter, each a narrow race that a
+        # random configuration meets only rarely (a re-IPL of a guest over 2 GiB with a slow
+        # cleanup thread and both vCPUs touching the old pages at once, ...).
+        picked = rng.choice(SCENARIOS)
+        return evolve(picked.build(seed), strategy=strategy, pct_depth=depth)
     count = rng.randint(1, 4)
     io = rng.random() < 0.4
     reboots = rng.random() < 0.3
@@ -110,6 +136,11 @@ def swarm_config(seed: int, *, strategy: str = "random", depth: int = 3, faults:
                 teardown=("async" if big and rng.random() < 0.7 else rng.choice(["sync", "sync", "exit"])),
             )
         )
+        if guests[-1].teardown == "async":
+            # QEMU's cleanup thread may be slow to start its PERFORM (§8 #4, #5).
+            delay = rng.choice([0, 1_000_000, 5_000_000, 5_000_000])
+            guests[-1] = evolve(guests[-1], cleanup_delay=delay)
+    threads = _host_threads(rng, guests) if rng.random() < 0.3 else ()
     plan = FaultPlan()
     if faults:
         storm = rng.random() < 0.15  # every UVC busy for a while: the import path must not spin (§8 #1)
@@ -135,7 +166,32 @@ def swarm_config(seed: int, *, strategy: str = "random", depth: int = 3, faults:
         # thrashing, not the spin of §8 #1, so storms run without memory pressure.
         guest_memory_limit_kib=0 if plan.import_busy else _memory_limit(rng, guests),
         destroy_fast=rng.random() < 0.6,  # without it an async teardown leaves a CPU-less configuration behind
+        host_threads=threads,
     )
+
+
+def _host_threads(rng: random.Random, guests: list[GuestConfig]) -> tuple[HostThread, ...]:
+    """Host threads racing with a secure guest: QEMU reading its pages, reference noise, a pinning device.
+
+    (Never a tamperer: a hostile host stops the guest on purpose, which is not a finding.)
+    """
+    secure = [g for g in guests if g.secure and not g.image_for]
+    if not secure:
+        return ()
+    threads = []
+    for _ in range(rng.randint(1, 2)):
+        g = rng.choice(secure)
+        pages = sorted({int(op.split()[1], 16) for op in g.workload if op.startswith(("write ", "read "))})
+        shared = sorted({int(op.split()[1], 16) for op in g.workload if op.startswith("share ")})
+        kind = rng.choice(["reader", "reader", "ref-noise", "pinner"])
+        if kind == "pinner" and shared:
+            threads.append(HostThread(kind="pinner", guest=g.name, addresses=(rng.choice(shared),)))
+        elif kind == "reader" and pages:
+            picked = tuple(rng.sample(pages, min(len(pages), 3)))
+            threads.append(HostThread(kind="reader", guest=g.name, addresses=picked, rounds=rng.randint(2, 8)))
+        else:
+            threads.append(HostThread(kind="ref-noise", guest=g.name, rounds=rng.randint(5, 30)))
+    return tuple(threads)
 
 
 def standard_config(*, strategy: str = "random", depth: int = 3) -> RunConfig:

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from sesim._cli import main
 from sesim._config import ConfigError, load_config, parse_config
+from sesim._scenarios import SCENARIO_NAMES, scenario
 
 GOOD = """
 strategy = "random"
@@ -56,6 +57,15 @@ def test_a_valid_configuration_loads(tmp_path: Path) -> None:
         ({"guest": [{"name": "a", "secure": False, "image_for": "x"}]}, "need secure = true"),
         ({"guest": []}, "no [[guest]] defined"),
         ({"strategy": "fifo"}, "config.strategy: must be 'random' or 'pct'"),
+        ({"host_thread": [{"kind": "reader", "guest": "b", "addresses": [0]}]}, "host_thread[0].guest: no guest named 'b'"),
+        ({"host_thread": [{"kind": "spy", "guest": "a", "addresses": [0]}]}, "unknown host thread 'spy'"),
+        ({"host_thread": [{"kind": "reader", "guest": "a"}]}, "needs at least one guest address"),
+        ({"host_thread": [{"kind": "pinner", "guest": "a", "addresses": [0x100001]}]}, "must be page-aligned"),
+        ({"host_thread": [{"kind": "reader", "guest": "a", "addresses": ["x"]}]}, "addresses[0]: must be a guest address"),
+        ({"faults": {"fail_uvcs": ["CREATE_SEC_CPU"]}}, "faults.fail_uvcs: 'CREATE_SEC_CPU' is not COMMAND:N"),
+        ({"faults": {"fail_uvcs": ["NO_SUCH_UVC:1"]}}, "is not COMMAND:N"),
+        ({"faults": {"uv_partial": 101}}, "faults.uv_partial: must be 0..100"),
+        ({"guest": [{"name": "a", "cleanup_delay": 1000}]}, "need teardown = \"async\""),
     ],
 )
 def test_a_bad_key_is_named(change: dict[str, object], named: str) -> None:
@@ -110,3 +120,25 @@ def test_sesim_run_boots_an_image_made_by_sesim_image_create(tmp_path: Path) -> 
     result = runner.invoke(main, ["run", str(path)])
     assert result.exit_code == 0, result.output
     assert "refused" not in result.output
+
+
+@pytest.mark.parametrize("name", SCENARIO_NAMES)
+def test_every_race_scenario_is_a_configuration_that_survives_its_toml_form(name: str) -> None:
+    """Replay rebuilds a run from its trace header: a scenario must be all configuration."""
+    config = scenario(name).build(3)
+    assert parse_config(config.to_json()) == config
+
+
+def test_host_threads_fault_sites_and_cleanup_keys_load(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(
+        GOOD.replace('memory_mib = 16', 'memory_mib = 3072\nteardown = "async"\ncleanup_delay = 5000\ncleanup_killed_after = 2')
+        + '[faults]\nuv_partial = 5\nfail_uvcs = ["CREATE_SEC_CPU:2"]\n'
+        + '[[host_thread]]\nkind = "reader"\nguest = "alpha"\naddresses = [0x100000]\nrounds = 3\n'
+    )
+    config = load_config(path)
+    alpha = config.guests[0]
+    assert (alpha.cleanup_delay, alpha.cleanup_killed_after) == (5000, 2)
+    assert config.faults.uv_partial == 5 and config.faults.fail_uvcs == ("CREATE_SEC_CPU:2",)
+    thread = config.host_threads[0]
+    assert (thread.kind, thread.guest, thread.gfns, thread.rounds) == ("reader", "alpha", (0x100,), 3)

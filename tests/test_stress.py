@@ -91,3 +91,33 @@ def test_stress_command_reports_and_saves_coverage(tmp_path: Path) -> None:
 def test_stress_refuses_bad_seed_ranges(text: str) -> None:
     result = CliRunner().invoke(main, ["stress", "--seeds", text, "--workers", "1"])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_a_scenario_campaign_runs_a_race_scenario_and_names_it_in_the_reproduce_command(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["stress", "--scenario", "second-cpu", "--seeds", "0..3", "--workers", "1", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0 and "4/4" in result.output, result.output
+    bug = CliRunner().invoke(main, ["stress", "--scenario", "second-cpu", "--seeds", "3..3", "--workers", "1",
+                                    "--inject-bug", "destroy-without-export-fallback", "--out", str(tmp_path),
+                                    "--shrink-seconds", "5"])  # fmt: skip
+    assert bug.exit_code == 1 and "--scenario second-cpu" in " ".join(bug.output.split())
+
+
+def test_swarm_and_scenario_exclude_each_other() -> None:
+    result = CliRunner().invoke(main, ["stress", "--swarm", "--scenario", "one-page", "--seeds", "0..0"])
+    assert result.exit_code == 2 and "exclude each other" in result.output
+
+
+def test_a_guest_stopped_because_a_hostile_host_tampered_with_it_is_not_a_failure() -> None:
+    outcome = run_seed(0, CampaignOptions(scenario="tampered-swap"))
+    assert outcome.ok, outcome.failures
+
+
+def test_a_shrunk_run_is_never_longer_than_the_original() -> None:
+    options = CampaignOptions(swarm=True, bugs=("writeback-without-ref",))
+    original = run_seed(36, options)  # traces/recorded/bug-writeback-without-ref
+    assert original.failure_class == "violation: kernel"
+    shrunk = shrink(36, options, original, runs=40, seconds=60)
+    assert shrunk.outcome.failure_class == "violation: kernel"
+    assert shrunk.outcome.steps <= original.steps
