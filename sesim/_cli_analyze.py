@@ -5,6 +5,7 @@ Options are parsed here; the work is done by :mod:`traces`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,29 +63,105 @@ def _emit(results: Sequence[ResultTable], fmt: str, *, single: bool, meta: dict[
         console = Console()
         if not console.is_terminal:
             console = Console(width=160)  # a file or a pipe: do not fold tables to 80 columns
+        plain = not console.is_terminal and console.color_system is None
         for result in results:
             if result.note and not result.rows:
-                console.print(f"[bold]{result.title}[/bold]: {result.note}\n")
-            else:
+                if plain and _plain_ok(result.title) and _plain_ok(result.note):
+                    click.echo(f"{result.title}: {result.note}\n")
+                else:
+                    console.print(f"[bold]{result.title}[/bold]: {result.note}\n")
+                continue
+            text = _plain(result, console.width) if plain else None
+            if text is None:
                 console.print(_rich(result))
+            else:
+                click.echo(text, nl=False)
 
 
-def _rich(result: ResultTable) -> Table:
+def _shown(result: ResultTable) -> tuple[Sequence[tuple[object, ...]], str | None, list[bool]]:
+    """The rows drawn, the caption saying how many are not, and which columns are numeric."""
     shown = result.rows[:_TABLE_ROWS]
     caption = None
     if len(result.rows) > len(shown):
         caption = f"{len(result.rows) - len(shown)} more rows: use --format csv or json for all"
+    numeric = [
+        any(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) for r in shown[:20])
+        for i in range(len(result.columns))
+    ]
+    return shown, caption, numeric
+
+
+def _rich(result: ResultTable) -> Table:
+    shown, caption, numeric = _shown(result)
     table = Table(title=result.title, caption=caption, title_justify="left")
-    for name in result.columns:
-        i = result.columns.index(name)
-        numeric = any(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) for r in shown[:20])
-        if numeric:
+    for name, is_numeric in zip(result.columns, numeric, strict=True):
+        if is_numeric:
             table.add_column(name, justify="right", no_wrap=True)
         else:
-            table.add_column(name, overflow="ellipsis", no_wrap=True, max_width=60)
+            table.add_column(name, overflow="ellipsis", no_wrap=True, max_width=_TEXT_WIDTH)
     for row in shown:
         table.add_row(*(cell_text(v) for v in row))
     return table
+
+
+_TEXT_WIDTH = 60  # widest text column drawn; longer cells end in an ellipsis
+_PLAIN_CHARS = frozenset(chr(c) for c in range(0x20, 0x7F)) - {"["} | {"µ"}
+_EMOJI_LIKE = re.compile(r":\S*:")
+
+
+def _plain_ok(text: str) -> bool:
+    # Characters one cell wide that rich draws as they are: no markup ``[``, nothing like ``:emoji:``.
+    return _PLAIN_CHARS.issuperset(text) and not _EMOJI_LIKE.search(text)
+
+
+def _plain(result: ResultTable, width: int) -> str | None:
+    """The text rich draws for ``_rich(result)`` on a console without colours, drawn directly.
+
+    rich lays out and measures every cell through its renderables, about as long
+    as a whole canned report takes to compute; a table whose columns fit the
+    console needs none of that. Returns None where rich would do more than pad
+    and cut (folding a table wider than the console, wrapping a long title,
+    markup, wide characters): rich draws those.
+    """
+    shown, caption, numeric = _shown(result)
+    if not shown or not result.columns:
+        return None
+    cells = [[cell_text(v) for v in row] for row in shown]
+    texts = [result.title, *result.columns, *(caption and [caption] or [])]
+    if not all(_plain_ok(t) for t in texts) or not all(_plain_ok(c) for row in cells for c in row):
+        return None
+    widths = []
+    for i, name in enumerate(result.columns):
+        w = max(len(name), *(len(row[i]) for row in cells))
+        if not numeric[i]:
+            if len(name) > _TEXT_WIDTH:
+                return None
+            w = min(w, _TEXT_WIDTH)
+        widths.append(w)
+    total = sum(widths) + 3 * len(widths) + 1
+    if total > width or len(result.title) > total or (caption and len(caption) > total):
+        return None
+
+    def line(cols: Sequence[str]) -> str:
+        out = []
+        for text, w, right in zip(cols, widths, numeric, strict=True):
+            if len(text) > w:
+                text = text[: w - 1] + "\u2026"
+            out.append(text.rjust(w) if right else text.ljust(w))
+        return " " + " \u2502 ".join(out) + " "
+
+    def rule(left: str, fill: str, mid: str, right: str) -> str:
+        return left + mid.join(fill * (w + 2) for w in widths) + right
+
+    lines = [result.title.ljust(total), rule("\u250f", "\u2501", "\u2533", "\u2513")]
+    lines.append("\u2503" + line(result.columns).replace(" \u2502 ", " \u2503 ") + "\u2503")
+    lines.append(rule("\u2521", "\u2501", "\u2547", "\u2529"))
+    lines += ["\u2502" + line(row) + "\u2502" for row in cells]
+    lines.append(rule("\u2514", "\u2500", "\u2534", "\u2518"))
+    if caption:
+        left = (total - len(caption)) // 2
+        lines.append(" " * left + caption + " " * (total - len(caption) - left))
+    return "\n".join(lines) + "\n"
 
 
 @click.group()

@@ -151,3 +151,43 @@ def test_bench_quick_prints_throughput_and_ratio() -> None:
     assert run.returncode == 0, run.stderr
     assert re.search(r"^sesim analyze \(JSONL\): +[\d,]+ events/s", run.stdout, re.M)
     assert re.search(r"^ratio analyze/json\.loads: \d+\.\d+ \(target >= 3\)$", run.stdout, re.M)
+
+
+def _rich_text(table: object) -> str:
+    from rich.console import Console
+
+    console = Console(width=160, file=io.StringIO())
+    console.print(table)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+_CELLS = [None, True, 0, 7, -12, 123_456, 2.5, 1e7, "", "x", "ok", "pfn 0x1a2b", "a b  c", "y" * 59, "z" * 61, "w" * 200]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_plain_tables_are_drawn_as_rich_draws_them(seed: int) -> None:
+    import random
+
+    from sesim._cli_analyze import _TABLE_ROWS, _plain, _rich
+    from traces import ResultTable
+
+    rng = random.Random(seed)
+    ncols = rng.randint(1, 4)
+    columns = tuple(rng.choice(["n", "command", "a_longer_column_name", "t_us"]) + str(i) for i in range(ncols))
+    nrows = rng.choice([1, 2, 5, _TABLE_ROWS, _TABLE_ROWS + 3])
+    rows = [tuple(rng.choice(_CELLS) for _ in columns) for _ in range(nrows)]
+    table = ResultTable(name="t", title=rng.choice(["T", "UVC latency (virtual µs)", "x" * 90]), columns=columns, rows=rows)
+    text = _plain(table, 160)
+    if text is not None:
+        assert text == _rich_text(_rich(table))
+    else:  # only where rich folds the table to the console's width, or wraps a title wider than the table
+        top = next(line for line in _rich_text(_rich(table)).splitlines() if line.startswith("\u250f"))
+        assert len(top) == 160 or len(table.title) > len(top)
+
+
+@pytest.mark.parametrize("cell", ["a:b:c", "[bold]x[/bold]", "ü", "tab\there", "\u4e2d"])
+def test_cells_rich_would_change_are_left_to_rich(cell: str) -> None:
+    from sesim._cli_analyze import _plain
+    from traces import ResultTable
+
+    assert _plain(ResultTable(name="t", title="T", columns=("c",), rows=[(cell,)]), 160) is None
