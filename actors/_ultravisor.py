@@ -135,9 +135,7 @@ class UltravisorActor(Actor):
             self.send_after(BUSY_ANSWER_COST, self, _Complete(self._token))
             return
         cost = UVC_COST.get(command, DEFAULT_UVC_COST)
-        if not keys:
-            self.reply(env, self._execute(call))
-            return
+        # A call that needs no lock (QUI, CREATE_SEC_CONF, ...) still takes its time.
         self._token += 1
         token = self._token
         for key in keys:

@@ -129,9 +129,9 @@ def dump_running(seed: int) -> RunConfig:
 def import_storm(seed: int) -> RunConfig:
     """Two vCPUs import pages of one page table while the UV answers every import busy (§8 #1)."""
     workload = ["write 0x100000 pages=3", "write 0x110000 pages=3", "read 0x100000 pages=3", "read 0x110000 pages=3"]
-    # From about when the guest runs (boots take 320-370 µs) for 300 µs: a storm during the
+    # From about when the guest runs (its boot takes ~450 µs) for 300 µs: a storm during the
     # boot only meets the boot's own imports, one vCPU, nobody to spin on its lock.
-    return _config(_guest(workload), faults=evolve(JITTER, import_busy=100, start_at=340_000, heal_at=640_000))
+    return _config(_guest(workload), faults=evolve(JITTER, import_busy=100, start_at=460_000, heal_at=760_000))
 
 
 def thrash(seed: int) -> RunConfig:

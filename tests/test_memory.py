@@ -277,6 +277,13 @@ def test_a_host_read_of_a_shared_page_pins_it_instead_of_exporting_it() -> None:
     assert ("CONV_FROM_SEC_STOR", 1) not in outcome.vm("a").stats.uvcs
 
 
+async def _writes_done(probe: Any, system: Any, vm: Any) -> None:
+    """Wait until the guest of :func:`_secure_then_wait` wrote its pages: from then on (its
+    compute phase) every UVC and every counter change is the probe's."""
+    for gfn in (0x100, 0x101):
+        await wait_state(probe, system, vm, gfn, FrameState.SECURE)
+
+
 async def _fresh_page(probe: Any, system: Any, vm: Any, gfn: int) -> Page:
     """A page faulted in for ``gfn`` (not secure yet), with the LRU batch drained."""
     kvm = system.hypervisor.kvm
@@ -295,6 +302,7 @@ def test_the_import_tries_once_and_answers_eagain(obstacle: str) -> None:
 
     async def attempt(probe: Any, system: Any, vm: Any) -> None:
         kvm = system.hypervisor.kvm
+        await _writes_done(probe, system, vm)
         page = await _fresh_page(probe, system, vm, 0x300)
         calls, ebusy = system.uv_actor.calls, vm.stats.ebusy
         if obstacle == "page-locked":
@@ -336,6 +344,7 @@ def test_export_before_import_only_where_several_configurations_share_the_mm(
         kvm = system.hypervisor.kvm
         kvm.misc = misc
         vm.protected_count = others
+        await _writes_done(probe, system, vm)
         await _fresh_page(probe, system, vm, 0x300)
         before = vm.stats.uvcs[("CONV_FROM_SEC_STOR", 1)]
         request: Any = _import(vm, 0x300)

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from sesim._campaign import CampaignOptions, recheck_seeds, run_distributed, run_seed, run_serial
 from sesim._cli import main
+from sesim._corpus import CORPUS
 from sesim._shrink import shrink, write_shrunk_trace
 from sesim._simulation import GuestConfig, RunConfig
 from sesim._swarm import swarm_config
@@ -115,9 +116,10 @@ def test_a_guest_stopped_because_a_hostile_host_tampered_with_it_is_not_a_failur
 
 
 def test_a_shrunk_run_is_never_longer_than_the_original() -> None:
-    options = CampaignOptions(swarm=True, bugs=("writeback-without-ref",))
-    original = run_seed(36, options)  # traces/recorded/bug-writeback-without-ref
+    entry = next(e for e in CORPUS if e.name == "bug-writeback-without-ref")
+    assert entry.options is not None
+    original = run_seed(entry.seed, entry.options)
     assert original.failure_class == "violation: kernel"
-    shrunk = shrink(36, options, original, runs=40, seconds=60)
+    shrunk = shrink(entry.seed, entry.options, original, runs=40, seconds=60)
     assert shrunk.outcome.failure_class == "violation: kernel"
     assert shrunk.outcome.steps <= original.steps
