@@ -350,3 +350,15 @@ def test_window_parses_virtual_times(text: str, start: int | None, end: int | No
 def test_bad_window_is_a_usage_error(text: str) -> None:
     with pytest.raises(UsageError, match="--window"):
         TimeWindow.parse(text)
+
+
+def test_a_guest_state_is_the_last_one_recorded_even_at_the_same_virtual_time(tmp_path: Path) -> None:
+    """A regular guest's guest-halt (its OS still 'running') and its vm-destroy share a t."""
+    events = [
+        {"actor": "kvm", "kind": "vm-create", "guest": "delta", "secure": False, "t": 10},
+        {"actor": "delta.os", "kind": "guest-halt", "guest": "delta", "state": "running", "reason": "halt", "t": 90},
+        {"actor": "kvm", "kind": "vm-destroy", "guest": "delta", "state": "halted", "t": 90},
+    ]
+    with TraceDB.open([write_trace(tmp_path / "tie.jsonl", events)]) as db:
+        (table,) = run_reports(db, ["lifecycle"])
+    assert [r["state"] for r in table.records()] == ["halted"]

@@ -77,7 +77,7 @@ FROM frames
 GUESTS_SQL: Final = f"""
 -- materialised once per load as _guests (three reports read it)
 WITH ev AS (
-    SELECT tid, kind, t, coalesce(guest, msg.guest) AS guest, secure, state, reason
+    SELECT tid, kind, t, rowid AS r, coalesce(guest, msg.guest) AS guest, secure, state, reason
     FROM _ev
     WHERE kc BETWEEN {GUEST_CODES[0]} AND {GUEST_CODES[1]}  -- kind IN {GUEST_KINDS}
 ),
@@ -90,8 +90,9 @@ g AS (
         min(t) FILTER (WHERE kind = 'pv-refused') AS refused_t,
         min(t) FILTER (WHERE kind = 'guest-halt') AS halt_t,
         max(t) FILTER (WHERE kind = 'vm-destroy') AS destroyed_t,
-        arg_max(state, t) FILTER (WHERE kind IN ('guest-halt', 'vm-destroy')) AS state,
-        arg_max(reason, t) FILTER (WHERE kind IN ('pv-refused', 'guest-halt', 'vm-destroy') AND reason <> '') AS reason,
+        -- the last one recorded (line order, not t: a guest-halt and its vm-destroy share a t)
+        arg_max(state, r) FILTER (WHERE kind IN ('guest-halt', 'vm-destroy')) AS state,
+        arg_max(reason, r) FILTER (WHERE kind IN ('pv-refused', 'guest-halt', 'vm-destroy') AND reason <> '') AS reason,
         count(*) FILTER (WHERE kind = 'swap-out') AS swap_outs,
         count(*) FILTER (WHERE kind = 'swap-in') AS swap_ins,
         count(*) FILTER (WHERE kind = 'corruption') AS corruptions,
