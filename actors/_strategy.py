@@ -165,7 +165,7 @@ class GuidedStrategy:
         self._choices = {step: list(values) for step, values in (choices or {}).items()}
         self._inner = inner
         self.deviations: dict[int, str] = {}
-        self.data: dict[int, list[int]] = {}
+        self._data: dict[int, list[int]] = {}
 
     def pick(self, ready: Sequence[Actor], step: int) -> int:
         if self._inner is not None:
@@ -186,9 +186,15 @@ class GuidedStrategy:
             values = self._choices.get(step)
             value = values.pop(0) if values else 0
             value = value if value < count else 0
-        if value:
-            self.data.setdefault(step, []).append(value)
+        # Every value of a step is kept, zeros too: a replay hands them out in order, so a
+        # step whose first choice was 0 and second 3 must not replay as 3 and then 0.
+        self._data.setdefault(step, []).append(value)
         return value
+
+    @property
+    def data(self) -> dict[int, list[int]]:
+        """The data choices of every step where one of them was not 0 (all of that step's, in order)."""
+        return {step: values for step, values in self._data.items() if any(values)}
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "deviations": len(self._picks)}

@@ -201,6 +201,7 @@ def run_seed(
         failures = verdict(result, coverage.tampered)
     except RunLimitReached as exc:
         failures = [f"hang: {exc}"]
+        steps = options.max_steps
     except Exception as exc:  # an actor crashed: that is the finding
         failures = [f"crash: {type(exc).__name__}: {exc}"]
     finally:
@@ -275,7 +276,8 @@ def run_distributed(
     if scheduler:
         client = Client(scheduler)
     else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        # A random dashboard port: two campaigns on one machine must not fight over 8787.
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
         client = Client(cluster)
     try:
         batches = [seeds[i : i + chunk] for i in range(0, len(seeds), chunk)]

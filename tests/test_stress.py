@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from actors._strategy import GuidedStrategy
 from sesim._campaign import CampaignOptions, recheck_seeds, run_distributed, run_seed, run_serial
 from sesim._cli import main
 from sesim._corpus import CORPUS
@@ -123,3 +124,15 @@ def test_a_shrunk_run_is_never_longer_than_the_original() -> None:
     shrunk = shrink(entry.seed, entry.options, original, runs=40, seconds=60)
     assert shrunk.outcome.failure_class == "violation: kernel"
     assert shrunk.outcome.steps <= original.steps
+
+
+@pytest.mark.parametrize("seed", [115, 173])
+def test_a_guided_replay_of_a_recorded_schedule_runs_the_same_events(seed: int, tmp_path: Path) -> None:
+    """What the shrinker relies on: the deviations and data choices it records replay exactly
+    (a step with several data choices keeps its zeros: [0, 3] must not replay as [3, 0])."""
+    options = CampaignOptions(swarm=True)
+    recorder = GuidedStrategy({}, inner=options.strategy_for(seed))
+    first, second = tmp_path / "recorded.jsonl", tmp_path / "guided.jsonl"
+    run_seed(seed, options, strategy=recorder, trace=first)
+    run_seed(seed, options, strategy=GuidedStrategy(recorder.deviations, recorder.data), trace=second)
+    assert first.read_bytes().splitlines()[1:] == second.read_bytes().splitlines()[1:]
