@@ -36,6 +36,8 @@ virtual time through the waiting actor.
 
 from __future__ import annotations
 
+from collections import deque
+
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -132,6 +134,7 @@ class LinuxMm:
         self.peak_guest_pages = 0
         self.swapcache: dict[int, Page] = {}
         self._ptl: dict[tuple[str, int], str] = {}
+        self._ptl_queue: dict[tuple[str, int], deque[str]] = {}
         self._batch: list[Page] = []
         self.freeze_failures = 0
         self.overcommitted = 0
@@ -309,33 +312,55 @@ class LinuxMm:
         return self._ptl.get(key)
 
     def ptl_trylock(self, key: tuple[str, int], who: str) -> bool:
-        if key in self._ptl:
+        """``spin_trylock``: only a free lock that nobody queues for (qspinlock's lock word is 0)."""
+        if key in self._ptl or self._ptl_queue.get(key):
             return False
         self._ptl[key] = who
         return True
 
     async def ptl_lock(self, actor: Actor, key: tuple[str, int]) -> None:
-        """Take a PTE lock, spinning while another actor holds it (soft lockup reported once)."""
+        """Take a PTE lock, spinning while another actor holds it (soft lockup reported once).
+
+        Fair, as Linux's queued spinlock is: waiters queue, and an unlock hands the lock
+        to the first of them. (An unfair lock would let a holder that drops and retakes
+        it at once, a vCPU retrying an intercept, starve a waiter for ever.)
+        """
+        if self.ptl_trylock(key, actor.name):
+            return
+        if self._ptl.get(key) == actor.name:
+            self.report(actor.name, "deadlock", f"{actor.name} takes the PTE lock {key} it already holds")
+        queue = self._ptl_queue.setdefault(key, deque())
+        queue.append(actor.name)
         start = actor.now
         reported = False
-        while not self.ptl_trylock(key, actor.name):
-            holder = self._ptl[key]
-            if holder == actor.name:
-                self.report(actor.name, "deadlock", f"{actor.name} takes the PTE lock {key} it already holds")
-            if not reported and actor.now - start >= SOFT_LOCKUP_NS:
-                reported = True
-                self.report(
-                    actor.name,
-                    "soft-lockup",
-                    f"{actor.name} spun {actor.now - start} ns on the PTE lock of {key[0]} table "
-                    f"{key[1]:#x} held by {holder}",
-                )
-            await actor.sleep(SPIN_NS)
+        try:
+            while self._ptl.get(key) != actor.name:
+                if not reported and actor.now - start >= SOFT_LOCKUP_NS:
+                    reported = True
+                    self.report(
+                        actor.name,
+                        "soft-lockup",
+                        f"{actor.name} spun {actor.now - start} ns on the PTE lock of {key[0]} table "
+                        f"{key[1]:#x} held by {self._ptl.get(key)}",
+                    )
+                await actor.sleep(SPIN_NS)
+        except BaseException:
+            # Cancelled while queued (the run ends): leave the queue, or pass on a lock handed over.
+            if actor.name in queue:
+                queue.remove(actor.name)
+            elif self._ptl.get(key) == actor.name:
+                self.ptl_unlock(key, actor.name)
+            raise
 
     def ptl_unlock(self, key: tuple[str, int], who: str) -> None:
         holder = self._ptl.pop(key, None)
         if holder != who:
             self.report(who, "vm-bug", f"{who} releases the PTE lock {key} held by {holder}")
+        queue = self._ptl_queue.get(key)
+        if queue:
+            self._ptl[key] = queue.popleft()  # handed over: the waiter finds it its own
+        elif queue is not None:
+            del self._ptl_queue[key]
 
     # ------------------------------------------------------ LRU batch
     def lru_add(self, page: Page, who: str) -> None:

@@ -77,7 +77,7 @@ CORPUS: tuple[CorpusEntry, ...] = (
     _bug("busy-loop-under-lock", 1, "kernel"),
     _bug("destroy-without-export-fallback", 173, "progress"),
     _bug("no-export-before-import", 145, "progress"),
-    _bug("writeback-without-ref", 115, "kernel"),
+    _bug("writeback-without-ref", 36, "kernel"),
     _bug("import-without-pte-lock", 24, "kernel"),
 )  # fmt: skip
 

@@ -139,7 +139,7 @@ def thrash(seed: int) -> RunConfig:
     pairs = [f"0x{0x100000 + 0x2000 * i:x} pages=2" for i in range(6)]
     workload = [*(f"write {p}" for p in pairs), *(f"read {p}" for p in pairs), *(f"write {p}" for p in pairs[::2]),
                 *(f"read {p}" for p in pairs)]  # fmt: skip
-    return _config(_guest(workload), limit_kib=40, threads=(HostThread(kind="ref-noise", guest="a", rounds=20),))
+    return _config(_guest(workload), limit_kib=48, threads=(HostThread(kind="ref-noise", guest="a", rounds=20),))
 
 
 @frozen(kw_only=True)
