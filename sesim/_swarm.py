@@ -25,6 +25,9 @@ from ._simulation import GuestConfig, RunConfig
 PAGE = 4096
 SCENARIO_SHARE = 0.15
 """The share of swarm seeds that run one of the race scenarios of :mod:`sesim._scenarios`."""
+SWARM_SCENARIOS = tuple(s for s in SCENARIOS if s.name != "thrash")
+"""All but ``thrash``: 12 pages for two vCPUs is below the swarm's memory floor (see
+:func:`_memory_limit`), and about 2 % of its seeds thrash without progress, which is not a finding."""
 
 
 HIGH = 0x90000000
@@ -113,7 +116,7 @@ def swarm_config(seed: int, *, strategy: str = "random", depth: int = 3, faults:
         # A §8 scenario: the feature combinations known to matter, each a narrow race that a
         # random configuration meets only rarely (a re-IPL of a guest over 2 GiB with a slow
         # cleanup thread and both vCPUs touching the old pages at once, ...).
-        picked = rng.choice(SCENARIOS)
+        picked = rng.choice(SWARM_SCENARIOS)
         return evolve(picked.build(seed), strategy=strategy, pct_depth=depth)
     count = rng.randint(1, 4)
     io = rng.random() < 0.4
