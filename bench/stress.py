@@ -30,7 +30,7 @@ from sesim._simulation import demo_config, run  # noqa: E402
 def distributed_rate(seeds: list[int], options: CampaignOptions, chunk: int) -> float:
     from dask.distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         with Client(cluster) as client:
             client.submit(_run_batch, [0], options, pure=False).result()  # warm both imports
             client.run(lambda: None)
@@ -49,10 +49,15 @@ def main() -> None:
     count = 24 if args.quick else args.seeds
     options = CampaignOptions(swarm=True)
     seeds = list(range(count))
-    start = time.perf_counter()
-    run_serial(seeds, options)
-    serial = count / (time.perf_counter() - start)
-    parallel = distributed_rate(seeds, options, chunk=max(1, count // 16))
+    # Best of two of each, alternated: one busy moment of a shared machine must not decide the
+    # ratio. Batches of about 8 seeds: a few seeds run 50 times longer than most (a hang up to
+    # the step limit), and with fewer, larger batches one worker idles at the end.
+    serial = parallel = 0.0
+    for _ in range(1 if args.quick else 2):
+        start = time.perf_counter()
+        run_serial(seeds, options)
+        serial = max(serial, count / (time.perf_counter() - start))
+        parallel = max(parallel, distributed_rate(seeds, options, chunk=max(1, count // 40)))
     print(f"swarm campaign, {count} seeds, one process:      {serial:.1f} seeds/s")
     print(f"swarm campaign, {count} seeds, 2 Dask workers:   {parallel:.1f} seeds/s")
     print(f"speed-up with 2 workers:                  {parallel / serial:.2f}  (target >= 1.7)")

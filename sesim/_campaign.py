@@ -267,7 +267,7 @@ def run_distributed(
     workers: int,
     scheduler: str | None,
     progress: Callable[[SeedOutcome], None] | None = None,
-    chunk: int = 16,
+    chunk: int = 8,
 ) -> list[SeedOutcome]:
     """Run the seeds on a Dask cluster: a LocalCluster of ``workers`` processes, or ``scheduler``."""
     from dask.distributed import Client, LocalCluster, as_completed
