@@ -52,7 +52,9 @@ def print_memory(console: Console, result: RunResult) -> None:
     if figures is not None:
         limit = f"{figures.limit_pages} pages ({figures.limit_pages * 4} KiB)" if figures.limit_pages else "no limit"
         console.print(
-            f"host memory for guest pages: {limit}, at most {figures.peak_pages} in use, for "
+            f"host memory for guest pages: {limit}, at most {figures.peak_pages} in use"
+            + (f" ({figures.overcommitted} faults took a page from the reserves)" if figures.overcommitted else "")
+            + ", for "
             f"{figures.touched_pages} guest pages touched; swap device: {figures.swap_writes} pages "
             f"written, {figures.swap_reads} read; {figures.virtio_requests} virtio requests"
         )

@@ -230,6 +230,7 @@ class MemoryFigures:
     swap_reads: int
     reclaim_skipped: int
     virtio_requests: int
+    overcommitted: int = 0  # faults that found nothing reclaimable for a while and took a page from the reserves
 
 
 def _strategy(config: RunConfig, seed: int) -> Any:
@@ -370,4 +371,5 @@ def _memory_figures(system: System) -> MemoryFigures | None:
         swap_reads=kvm.swap.reads,
         reclaim_skipped=system.reclaim.skipped,
         virtio_requests=system.virtio.requests,
+        overcommitted=kvm.mm.overcommitted,
     )

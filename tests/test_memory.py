@@ -429,6 +429,7 @@ def test_the_demo_runs_with_less_host_memory_than_its_guests_use() -> None:
     assert memory is not None and memory.limit_pages
     assert memory.touched_pages > 2 * memory.limit_pages  # the guests use more than the host gives them
     assert memory.peak_pages <= memory.limit_pages + 8  # (boot-time loads may overshoot a little)
+    assert memory.peak_pages <= memory.limit_pages + memory.overcommitted  # every page over it is accounted for
     touched = sum(vm.stats.swap_outs for vm in result.vms)
     assert touched > 0 and memory.swap_reads > 0
     secure = [vm for vm in result.vms if vm.secure and vm.state.value == "halted"]
