@@ -4,7 +4,7 @@ The §8 scenarios themselves are run configurations (:mod:`sesim._scenarios`,
 with host threads and fault sites of :mod:`actors._host_threads` and
 :mod:`actors._faults`); here is what tests add around them: a run that keeps
 the events a check needs and the wired system, checks of one run, and a
-few test-only hooks (a :class:`Probe` thread, a UVC made to fail always).
+few test-only hooks (a :class:`Probe` thread).
 The monitors of :mod:`traces._monitors` run in every run; a run also fails
 on a hang.
 
@@ -28,7 +28,6 @@ from actors._faults import FaultPlan
 from actors._host_threads import HostThread, wait_running
 from actors._system import System
 from machine import FrameState
-from protocol import Cc, UvcCommand
 from sesim._simulation import (
     GuestConfig,
     RunConfig,
@@ -174,47 +173,7 @@ def run_seed(
     return Outcome(seed=seed, result=result, system=holder[0], failures=failures, events=keep.events)
 
 
-# ------------------------------------------------------------- host threads
-def reader(guest: str, *addresses: int, reads: int = 6) -> HostThread:
-    """A QEMU thread reading these guest pages (each read of a secure page exports it)."""
-    return HostThread(kind="reader", guest=guest, addresses=addresses, rounds=reads)
-
-
-def import_busy_storm(system: System, *, length: int) -> None:
-    """From the moment the guest runs, the UV answers every import busy for ``length`` ns (an overloaded firmware, §8 #1)."""
-    uv_actor = system.uv_actor
-    started: list[int] = []
-
-    def fault(command: UvcCommand) -> bool:
-        if command is not UvcCommand.CONV_TO_SEC_STOR:
-            return False
-        if not started:
-            vm = system.vms[0] if system.vms else None
-            if vm is None or vm.guest is None or vm.guest.state != "running":
-                return False
-            started.append(uv_actor.now)
-        return uv_actor.now < started[0] + length
-
-    uv_actor.busy_fault = fault
-
-
-def fail_uvcs(system: System, failing: dict[UvcCommand, Callable[[Any], bool]], rc: int = 0x0106) -> None:
-    """Make the named UVCs fail (cc 1) when their predicate says so (a firmware error)."""
-    uv = system.uv
-    execute = uv.execute
-
-    def faulty(caller: Any, request: Any) -> Any:
-        predicate = failing.get(request.COMMAND)
-        if predicate is not None and predicate(request):
-            from protocol import RESPONSE_TYPES
-
-            system.fabric.record("uv", "uvc-fault", {"command": request.COMMAND.name, "rc": rc})
-            return RESPONSE_TYPES[request.COMMAND](cc=Cc.ERROR, rc=rc, rrc=0)
-        return execute(caller, request)
-
-    uv.execute = faulty  # type: ignore[method-assign]
-
-
+# ------------------------------------------------------------- checks and probes
 def free_frames_not_host(system: System) -> list[int]:
     """Frames on the allocator's free list that are not plain host memory (never allowed)."""
     memory = system.server.memory

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from race_kit import config, fail_uvcs, guest, probe_run, run_seed, wait_state
+from race_kit import config, guest, probe_run, run_seed, wait_state
 
 from actors import Actor
 from actors._bugs import BUG_NAMES, BugSwitches
@@ -402,10 +402,10 @@ def test_io_errors_are_retried_until_they_heal() -> None:
 
 
 def test_a_failing_share_stops_the_guest_before_any_io() -> None:
-    def setup(system: Any) -> None:
-        fail_uvcs(system, {UvcCommand.SET_SHARED_ACCESS: lambda request: True})
+    from actors._faults import FaultPlan
 
-    outcome = run_seed(config(guest("a", ["write 0x100000", "io-write 0 0x100000"])), 0, setup=setup)
+    faults = FaultPlan(fail_uvcs=("SET_SHARED_ACCESS:1",))  # the firmware fails the first share
+    outcome = run_seed(config(guest("a", ["write 0x100000", "io-write 0 0x100000"]), faults=faults), 0)
     vm = outcome.vm("a")
     assert vm.guest.state == "stopped" and "not shared" in vm.guest.reason
     assert vm.stats.io_requests == 0 and outcome.ok
