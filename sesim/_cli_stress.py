@@ -83,6 +83,8 @@ def stress(seed_text: str, strategy: str, depth: int, swarm: bool, scenario: str
     seeds = parse_seeds(seed_text)
     if swarm and scenario:
         raise click.UsageError("--swarm and --scenario exclude each other")
+    if scenario and not faults:
+        raise click.UsageError("--no-faults has no effect with --scenario (a scenario's fault sites are part of it)")
     options = CampaignOptions(strategy=strategy, depth=depth, swarm=swarm, faults=faults, max_steps=max_steps,
                               bugs=bugs, scenario=scenario or "")
     console = Console(highlight=False)

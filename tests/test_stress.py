@@ -106,9 +106,13 @@ def test_a_scenario_campaign_runs_a_race_scenario_and_names_it_in_the_reproduce_
     assert bug.exit_code == 1 and "--scenario second-cpu" in " ".join(bug.output.split())
 
 
-def test_swarm_and_scenario_exclude_each_other() -> None:
-    result = CliRunner().invoke(main, ["stress", "--swarm", "--scenario", "one-page", "--seeds", "0..0"])
-    assert result.exit_code == 2 and "exclude each other" in result.output
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [(["--swarm"], "exclude each other"), (["--no-faults"], "--no-faults has no effect")],
+)
+def test_scenario_refuses_options_it_cannot_honour(options: list[str], says: str) -> None:
+    result = CliRunner().invoke(main, ["stress", *options, "--scenario", "one-page", "--seeds", "0..0"])
+    assert result.exit_code == 2 and says in result.output
 
 
 def test_a_guest_stopped_because_a_hostile_host_tampered_with_it_is_not_a_failure() -> None:
