@@ -29,14 +29,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 from attrs import field, frozen
+
+from machine import PgmCode
+from machine._uv_storage import RC_CONFIG_HAS_CPUS
 
 from ._campaign import CampaignOptions, run_seed
 from ._simulation import demo_config, run
 
 CORPUS_DIR = Path(__file__).resolve().parents[1] / "traces" / "recorded"
-PGM_SECURE_STORAGE_ACCESS = 0x3D
-DESTR_HAS_CPUS = 0x0102  # machine._uv_storage.RC_CONFIG_HAS_CPUS
 
 
 @frozen(kw_only=True)
@@ -64,8 +66,8 @@ CORPUS: tuple[CorpusEntry, ...] = (
     _scenario("one-page", 0, {"kind": "host-read", "reader": "qemu-reader"}),
     _scenario("random-busy", 0, {"kind": "reply", "msg.cc": 3}, {"kind": "reply", "msg.cc": 2}),
     _scenario("reference-noise", 0, {"kind": "import-ebusy"}),
-    _scenario("async-reboot", 0, {"kind": "sie-exit", "pgm": PGM_SECURE_STORAGE_ACCESS}),
-    _scenario("second-cpu", 3, {"kind": "reply", "msg.type": "DestrSecStorResponse", "msg.rc": DESTR_HAS_CPUS}),
+    _scenario("async-reboot", 0, {"kind": "sie-exit", "pgm": int(PgmCode.SECURE_STORAGE_ACCESS)}),
+    _scenario("second-cpu", 3, {"kind": "reply", "msg.type": "DestrSecStorResponse", "msg.rc": RC_CONFIG_HAS_CPUS}),
     _scenario("perform-killed", 0, {"kind": "cleanup-interrupted"}),
     _scenario("create-cpu-fails", 0, {"kind": "uvc-fault"}, {"kind": "leak"}),
     _scenario("pinned-shared", 0, {"kind": "sie-exit", "icpt": 108}),
@@ -108,8 +110,6 @@ def record(entry: CorpusEntry, directory: Path = CORPUS_DIR) -> Path:
     Raises:
         RuntimeError: the run no longer fails as expected, or no longer shows its race.
     """
-    import orjson
-
     directory.mkdir(parents=True, exist_ok=True)
     plain = directory / f"{entry.name}.jsonl"
     if entry.options is None:

@@ -87,10 +87,17 @@ class TraceDB:
         )
 
     def _lines_sql(self) -> str:
-        """Each file's lines, its JSON text beside the row the fast scan made of it.
+        """Each file's lines as JSON (the ``lines`` view)."""
+        parts = self._per_file((), "JSON")
+        return " UNION ALL ".join(parts) or "SELECT NULL::VARCHAR AS trace, NULL::BIGINT AS line, NULL::JSON AS json"
+
+    def _per_file(self, columns: Sequence[str], json_type: str) -> list[str]:
+        """One SELECT per loaded file: trace, line, ``columns`` of ``_ev``, and each line's JSON text.
 
         A JSON Lines file is read again (as text objects) and put beside its
-        rows of ``_ev`` by position: both are the file's lines in order.
+        rows of ``_ev`` by position: both are the file's lines in order. A
+        Parquet table written by :meth:`to_parquet` has all of it already
+        (one SELECT for the table, however many traces it holds).
         """
         parts = []
         seen_parquet: set[str] = set()
@@ -99,14 +106,16 @@ class TraceDB:
             if parquet:
                 if path not in seen_parquet:
                     seen_parquet.add(path)
-                    parts.append(f"SELECT trace, line, json::JSON AS json FROM read_parquet({_sql_str(path)})")
+                    cols = "".join(f", {c}" for c in columns)
+                    parts.append(f"SELECT trace, line{cols}, json::{json_type} AS json FROM read_parquet({_sql_str(path)})")
                 continue
+            cols = "".join(f", x.{c}" for c in columns)
             parts.append(
-                f"SELECT {_sql_str(trace)} AS trace, x.r - {base} AS line, o.json"
-                f" FROM (SELECT rowid AS r FROM _ev WHERE tid = {tid}) x POSITIONAL JOIN"
+                f"SELECT {_sql_str(trace)} AS trace, x.r - {base} AS line{cols}, o.json::{json_type} AS json"
+                f" FROM (SELECT rowid AS r{', *' if columns else ''} FROM _ev WHERE tid = {tid}) x POSITIONAL JOIN"
                 f" read_json_objects({_sql_str(path)}, format='newline_delimited', maximum_object_size=33554432) o"
             )
-        return " UNION ALL ".join(parts) or "SELECT NULL::VARCHAR AS trace, NULL::BIGINT AS line, NULL::JSON AS json"
+        return parts
 
     # ------------------------------------------------------------ queries
     @property
@@ -145,22 +154,7 @@ class TraceDB:
         Returns the number of rows (header lines included). ``TraceDB.open``
         reads the file back as it reads the JSON Lines.
         """
-        cols = ", ".join(f"x.{c}" for c in EV_COLUMNS)
-        parts = []
-        seen_parquet: set[str] = set()
-        rows = self.con.execute("SELECT tid, trace, path, parquet, base FROM _traces ORDER BY tid").fetchall()
-        for tid, trace, path, parquet, base in rows:
-            if parquet:
-                if path not in seen_parquet:
-                    seen_parquet.add(path)
-                    plain = ", ".join(EV_COLUMNS)
-                    parts.append(f"SELECT trace, line, {plain}, json FROM read_parquet({_sql_str(path)})")
-                continue
-            parts.append(
-                f"SELECT {_sql_str(trace)} AS trace, x.r - {base} AS line, {cols}, o.json::VARCHAR AS json"
-                f" FROM (SELECT rowid AS r, * FROM _ev WHERE tid = {tid}) x POSITIONAL JOIN"
-                f" read_json_objects({_sql_str(path)}, format='newline_delimited', maximum_object_size=33554432) o"
-            )
+        parts = self._per_file(EV_COLUMNS, "VARCHAR")
         out.parent.mkdir(parents=True, exist_ok=True)
         target = _sql_str(str(out))
         self.con.execute(f"COPY ({' UNION ALL '.join(parts)}) TO {target} (FORMAT parquet, COMPRESSION zstd)")
